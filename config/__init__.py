@@ -1,0 +1,4 @@
+"""Typed experiment configuration."""
+from config.config import DANNConfig
+
+__all__ = ["DANNConfig"]

@@ -1,0 +1,186 @@
+"""Experiment configuration for DANN on MNIST -> MNIST-M.
+
+Defaults follow Ganin & Lempitsky, "Unsupervised Domain Adaptation by
+Backpropagation", ICML 2015 (Sec. 5.2.2), except where listed here.
+
+Deviations from the paper, and why:
+  * Training length: the paper does not state one for MNIST -> MNIST-M; the
+    default here (`epochs` x `steps_per_epoch`) was chosen so that one run fits
+    in about five minutes on a 2-core CPU (see README, "Results").
+  * Input normalisation: images are scaled to [0, 1] and the per-channel pixel
+    mean of the union of both training sets is subtracted (the paper says only
+    "mean-subtracted"). Target images are used unlabelled, as in the method.
+  * `source_only` keeps training the domain head behind a gradient-reversal
+    coefficient of 0, so the features get no domain gradient (the paper's
+    source-only baseline) while the domain accuracy still reports how
+    separable the two domains are.
+"""
+import argparse
+import dataclasses
+import json
+import os
+from typing import Optional, Tuple
+
+from utils.io import UserError, atomic_write_json, atomic_write_text
+
+MODES = ("dann", "source_only", "target_only")
+STRATEGIES = ("default", "mirrored")
+MNIST_TRAIN_SIZE = 60000
+
+
+@dataclasses.dataclass
+class DANNConfig:
+    """All settings of one training run; every field is a train-script flag.
+
+    Attributes:
+      mode: `dann` (domain-adversarial), `source_only` (no domain gradient into
+        the features, lower bound) or `target_only` (trained on labelled
+        MNIST-M, upper bound).
+      learning_rate: mu_0, the initial SGD learning rate of the annealing
+        schedule mu_p = mu_0 / (1 + alpha * p) ** beta (Sec. 5.2.2).
+      lr_alpha: alpha of the learning-rate schedule.
+      lr_beta: beta of the learning-rate schedule.
+      momentum: SGD momentum.
+      grl_gamma: gamma of the adaptation schedule
+        lambda_p = 2 / (1 + exp(-gamma * p)) - 1 (Sec. 5.2.2).
+      batch_size: images per step, half source and half target (64 + 64 in the
+        paper; the original TF2 repository used 256). Must be even.
+      input_shape: image height, width and channels.
+      num_classes: number of digit classes.
+      epochs: number of epochs.
+      steps_per_epoch: optimisation steps per epoch; None means one pass over
+        the MNIST training set (60000 / (batch_size / 2) steps).
+      seed: seeds Python, NumPy, TensorFlow and the input pipeline.
+      data_dir: folder holding MNIST/mnist_data.pkl and MNIST_M/mnist_m_data.pkl.
+      run_name: names logs/<run>, checkpoints/<run> and config/<run>; None
+        means a timestamp.
+      log_every_steps: how often the learning rate and lambda are logged.
+      checkpoint_every_steps: how often a checkpoint is written (also at the
+        end of every epoch).
+      max_to_keep: how many checkpoints are kept on disk.
+      eval_batch_size: batch size of the compiled evaluation function.
+      deterministic: turn on TensorFlow op determinism (bit-exact resume).
+      strategy: `default` (one device) or `mirrored` (tf.distribute over all
+        visible devices).
+    """
+
+    mode: str = "dann"
+    learning_rate: float = 0.01
+    lr_alpha: float = 10.0
+    lr_beta: float = 0.75
+    momentum: float = 0.9
+    grl_gamma: float = 10.0
+    batch_size: int = 128
+    input_shape: Tuple[int, int, int] = (28, 28, 3)
+    num_classes: int = 10
+    epochs: int = 16
+    steps_per_epoch: Optional[int] = None
+    seed: int = 42
+    data_dir: str = "model_data/dataset"
+    run_name: Optional[str] = None
+    log_every_steps: int = 100
+    checkpoint_every_steps: int = 1000
+    max_to_keep: int = 3
+    eval_batch_size: int = 2000
+    deterministic: bool = False
+    strategy: str = "default"
+
+    def __post_init__(self):
+        if self.steps_per_epoch is None and isinstance(self.batch_size, int) and self.batch_size > 1:
+            self.steps_per_epoch = MNIST_TRAIN_SIZE // (self.batch_size // 2)
+        self.input_shape = tuple(self.input_shape)
+        self.validate()
+
+    @property
+    def total_steps(self):
+        return self.epochs * self.steps_per_epoch
+
+    def validate(self):
+        """Raises UserError naming the first invalid field and how to fix it."""
+        if self.mode not in MODES:
+            raise UserError(f"unknown mode {self.mode!r}; use one of {', '.join(MODES)}")
+        if self.strategy not in STRATEGIES:
+            raise UserError(f"unknown strategy {self.strategy!r}; use one of {', '.join(STRATEGIES)}")
+        for name in ("learning_rate", "batch_size", "epochs", "steps_per_epoch", "log_every_steps",
+                     "checkpoint_every_steps", "max_to_keep", "eval_batch_size", "num_classes"):
+            if not getattr(self, name) > 0:
+                raise UserError(f"{name} must be positive, got {getattr(self, name)}; "
+                                f"pass --{name.replace('_', '-')} with a value > 0")
+        if self.batch_size % 2:
+            raise UserError(f"batch_size must be even to split into source and target halves, "
+                            f"got {self.batch_size}; pass e.g. --batch-size {self.batch_size + 1}")
+        if not 0 <= self.momentum < 1:
+            raise UserError(f"momentum must be in [0, 1), got {self.momentum}")
+        if len(self.input_shape) != 3 or min(self.input_shape) <= 0:
+            raise UserError(f"input_shape must be three positive integers, got {self.input_shape}")
+
+    def to_dict(self):
+        return dataclasses.asdict(self)
+
+    def save(self, folder):
+        """Writes config.txt (one `name: value` line per field) and config.json."""
+        items = self.to_dict()
+        atomic_write_text(os.path.join(folder, "config.txt"),
+                          "".join(f"{name}: {value}\n" for name, value in items.items()))
+        atomic_write_json(os.path.join(folder, "config.json"), items)
+
+    @classmethod
+    def load(cls, path):
+        """Reads a config.json written by `save`."""
+        try:
+            with open(path) as handle:
+                items = json.load(handle)
+        except FileNotFoundError:
+            raise UserError(f"no config at {path}; is the run name right?") from None
+        except (json.JSONDecodeError, UnicodeDecodeError):
+            raise UserError(f"{path} is not a valid config.json; delete it or pick another run") from None
+        known = {field.name for field in dataclasses.fields(cls)}
+        unknown = sorted(set(items) - known)
+        if unknown:
+            raise UserError(f"{path} has unknown keys {unknown}")
+        return cls(**items)
+
+
+def _parse_bool(text):
+    lowered = str(text).lower()
+    if lowered in ("1", "true", "yes", "on"):
+        return True
+    if lowered in ("0", "false", "no", "off"):
+        return False
+    raise argparse.ArgumentTypeError(f"expected true or false, got {text!r}")
+
+
+def _parse_shape(text):
+    try:
+        return tuple(int(part) for part in text.split(","))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected H,W,C, got {text!r}") from None
+
+
+def _parse_optional_int(text):
+    return None if text.lower() == "none" else int(text)
+
+
+_PARSERS = {
+    bool: _parse_bool, int: int, float: float, str: str,
+    Tuple[int, int, int]: _parse_shape, Optional[int]: _parse_optional_int, Optional[str]: str,
+}
+
+
+def add_config_arguments(parser):
+    """Adds one `--field-name` flag per DANNConfig field (default: the config's)."""
+    for field in dataclasses.fields(DANNConfig):
+        flag = "--" + field.name.replace("_", "-")
+        if field.type is bool:
+            # `--deterministic` alone means true; `--deterministic false` also works.
+            parser.add_argument(flag, type=_parse_bool, nargs="?", const=True, metavar="BOOL")
+        else:
+            parser.add_argument(flag, type=_PARSERS[field.type], metavar=field.name.upper())
+
+
+def config_from_args(args, **overrides):
+    """Builds a DANNConfig from parsed flags; flags left unset keep the defaults."""
+    values = {field.name: getattr(args, field.name) for field in dataclasses.fields(DANNConfig)
+              if getattr(args, field.name, None) is not None}
+    values.update(overrides)
+    return DANNConfig(**values)

@@ -1,0 +1,221 @@
+"""Builds MNIST-M (Ganin & Lempitsky, 2015, Sec. 5) and the matching MNIST pickle.
+
+Each MNIST digit is binarised (x > 0 -> 255), made RGB, and blended with a
+random 28x28 crop of a random BSDS500 training image by absolute difference:
+mnist_m = |crop - digit|. The build is vectorised and seeded (--seed): the
+same inputs and seed give byte-identical pickles.
+
+Data are found by explicit flags first, then in model_data/dataset/, then
+(MNIST) the Keras cache, and downloaded only as a last resort.
+
+    python create_mnistm.py --mnist-path mnist.npz --bsds-path BSR_bsds500.tgz
+"""
+import argparse
+import io
+import os
+import sys
+import tarfile
+import urllib.request
+import zipfile
+import zlib
+
+import cv2
+import numpy as np
+
+from utils.data import MNIST_M_PICKLE, MNIST_PICKLE
+from utils.io import UserError, atomic_write_bytes, atomic_write_pickle, ensure_writable_dir, run_main
+
+DEFAULT_DATA_DIR = os.path.join("model_data", "dataset")
+BSDS_TRAIN_PREFIX = "BSR/BSDS500/data/images/train/"
+BSDS_URLS = (
+    "http://www.eecs.berkeley.edu/Research/Projects/CS/vision/grouping/BSR/BSR_bsds500.tgz",
+    "https://github.com/Daipuwei/DANN-MNIST-tf2/releases/download/master/BSR_bsds500.zip",
+)
+MNIST_URL = "https://storage.googleapis.com/tensorflow/tf-keras-datasets/mnist.npz"
+MNIST_KEYS = ("x_train", "y_train", "x_test", "y_test")
+DIGIT_SIZE = 28
+
+
+def load_mnist(path):
+    """Reads a Keras-layout mnist.npz; returns (x_train, y_train, x_test, y_test)."""
+    try:
+        with np.load(path, allow_pickle=False) as npz:
+            missing = [key for key in MNIST_KEYS if key not in npz.files]
+            if missing:
+                raise UserError(f"{path} lacks {missing}; expected the Keras mnist.npz layout "
+                                f"({', '.join(MNIST_KEYS)})")
+            arrays = tuple(npz[key] for key in MNIST_KEYS)
+    except FileNotFoundError:
+        raise UserError(f"MNIST not found at {path}; pass --mnist-path to a Keras mnist.npz") from None
+    except (ValueError, OSError, EOFError, zipfile.BadZipFile, zlib.error) as error:
+        raise UserError(f"{path} is not a readable mnist.npz ({type(error).__name__}: {error}); "
+                        f"download it again from {MNIST_URL}") from None
+    x_train, y_train, x_test, y_test = arrays
+    for name, images, labels in (("train", x_train, y_train), ("test", x_test, y_test)):
+        if images.dtype != np.uint8 or images.ndim != 3 or images.shape[1:] != (DIGIT_SIZE, DIGIT_SIZE) \
+                or labels.shape != (len(images),):
+            raise UserError(f"{path}: x_{name} must be uint8 Nx28x28 with N labels, found "
+                            f"{images.dtype} {images.shape} and {labels.shape} labels")
+    return arrays
+
+
+def _read_archive_members(path):
+    """Yields (name, bytes) of the BSDS500 training JPEGs in a .tgz or .zip, unextracted."""
+    if zipfile.is_zipfile(path):
+        with zipfile.ZipFile(path) as archive:
+            for name in sorted(archive.namelist()):
+                if name.startswith(BSDS_TRAIN_PREFIX) and name.endswith(".jpg"):
+                    yield name, archive.read(name)
+        return
+    with tarfile.open(path, "r:*") as archive:
+        members = sorted((m for m in archive.getmembers()
+                          if m.isfile() and m.name.startswith(BSDS_TRAIN_PREFIX)
+                          and m.name.endswith(".jpg")), key=lambda m: m.name)
+        for member in members:
+            yield member.name, archive.extractfile(member).read()
+
+
+def load_bsds_backgrounds(path):
+    """Decodes the BSDS500 training images (RGB uint8) straight from the archive."""
+    try:
+        members = list(_read_archive_members(path))
+    except FileNotFoundError:
+        raise UserError(f"BSDS500 archive not found at {path}; pass --bsds-path "
+                        f"(download: {BSDS_URLS[0]})") from None
+    except (tarfile.TarError, zipfile.BadZipFile, EOFError, OSError, zlib.error) as error:
+        raise UserError(f"{path} is not a readable BSDS500 archive ({type(error).__name__}); "
+                        f"download it again from {BSDS_URLS[0]}") from None
+    if not members:
+        raise UserError(f"{path} holds no training images under {BSDS_TRAIN_PREFIX}; "
+                        f"is it BSR_bsds500.tgz? (download: {BSDS_URLS[0]})")
+    backgrounds = []
+    for name, data in members:
+        image = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_COLOR)
+        if image is None:
+            raise UserError(f"{path}: {name} is not a decodable JPEG; download the archive again")
+        backgrounds.append(cv2.cvtColor(image, cv2.COLOR_BGR2RGB))
+    return backgrounds
+
+
+def blend_digits(digits, backgrounds, rng):
+    """MNIST-M images: |random 28x28 crop of a random background - binarised RGB digit|.
+
+    With the digit binarised to 0 or 255, |crop - digit| is `255 - crop` on the
+    stroke and `crop` elsewhere. Vectorised per background image: the crops of
+    all digits drawn on one background are one gather from its window view.
+    """
+    strokes = (digits > 0)[..., None]
+    choice = rng.integers(len(backgrounds), size=len(digits))
+    # Crop corners for every digit, drawn up front so the result does not depend on grouping.
+    corner = rng.random((len(digits), 2))
+    out = np.empty(digits.shape + (3,), np.uint8)
+    for index, background in enumerate(backgrounds):
+        which = np.flatnonzero(choice == index)
+        if not len(which):
+            continue
+        height, width = background.shape[:2]
+        rows = (corner[which, 0] * (height - DIGIT_SIZE + 1)).astype(np.int64)
+        cols = (corner[which, 1] * (width - DIGIT_SIZE + 1)).astype(np.int64)
+        windows = np.lib.stride_tricks.sliding_window_view(background, (DIGIT_SIZE, DIGIT_SIZE),
+                                                           axis=(0, 1))
+        crops = windows[rows, cols].transpose(0, 2, 3, 1)
+        out[which] = np.where(strokes[which], 255 - crops, crops)
+    return out
+
+
+def _download(urls, destination):
+    """Fetches the first URL that answers into `destination`, with a progress bar."""
+    from tqdm import tqdm
+
+    ensure_writable_dir(os.path.dirname(destination) or ".")
+    errors = []
+    for url in urls:
+        try:
+            with urllib.request.urlopen(url, timeout=30) as response:
+                total = int(response.headers.get("Content-Length") or 0) or None
+                buffer = io.BytesIO()
+                with tqdm(total=total, unit="B", unit_scale=True, desc=os.path.basename(url)) as bar:
+                    while chunk := response.read(1 << 20):
+                        buffer.write(chunk)
+                        bar.update(len(chunk))
+            suffix = os.path.splitext(url)[1]
+            target = os.path.splitext(destination)[0] + suffix
+            atomic_write_bytes(target, buffer.getvalue())
+            return target
+        except OSError as error:
+            errors.append(f"{url}: {error}")
+    raise UserError(f"{os.path.basename(destination)} not found at {destination} and the download "
+                    f"failed ({'; '.join(errors)}); download {urls[0]} by hand and pass "
+                    "--bsds-path")
+
+
+def resolve_bsds(path, data_dir):
+    if path:
+        return path
+    local = os.path.join(data_dir, "BSR_bsds500.tgz")
+    if os.path.exists(local):
+        return local
+    print(f"BSDS500 not found at {local}; downloading", file=sys.stderr)
+    return _download(BSDS_URLS, local)
+
+
+def resolve_mnist(path, data_dir):
+    """An explicit path, then model_data/dataset/mnist.npz, the Keras cache, then a download."""
+    if path:
+        return load_mnist(path)
+    candidates = (os.path.join(data_dir, "mnist.npz"),
+                  os.path.join(os.path.expanduser("~"), ".keras", "datasets", "mnist.npz"))
+    for candidate in candidates:
+        if os.path.exists(candidate):
+            return load_mnist(candidate)
+    print(f"MNIST not found at {' or '.join(candidates)}; trying keras.datasets.mnist",
+          file=sys.stderr)
+    try:
+        import keras
+
+        (x_train, y_train), (x_test, y_test) = keras.datasets.mnist.load_data()
+    except Exception as error:  # any failure here is the network's, reported as one line
+        raise UserError(f"MNIST not found at {candidates[0]} and keras.datasets.mnist could not "
+                        f"download it ({type(error).__name__}); download {MNIST_URL} and pass "
+                        "--mnist-path") from None
+    return x_train, y_train, x_test, y_test
+
+
+def build(mnist, backgrounds, seed):
+    """Returns the MNIST and MNIST-M dicts ({train, train_label, val, val_label})."""
+    x_train, y_train, x_test, y_test = mnist
+    rng = np.random.default_rng(seed)
+    mnist_m = {"train": blend_digits(x_train, backgrounds, rng), "train_label": y_train.astype(np.int64),
+               "val": blend_digits(x_test, backgrounds, rng), "val_label": y_test.astype(np.int64)}
+    grey = {"train": np.repeat(x_train[..., None], 3, axis=-1), "train_label": y_train.astype(np.int64),
+            "val": np.repeat(x_test[..., None], 3, axis=-1), "val_label": y_test.astype(np.int64)}
+    return grey, mnist_m
+
+
+def parse_args(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--mnist-path", help="Keras-layout mnist.npz")
+    parser.add_argument("--bsds-path", help="BSR_bsds500.tgz (or the .zip mirror)")
+    parser.add_argument("--out-dir", default=DEFAULT_DATA_DIR,
+                        help="writes MNIST/mnist_data.pkl and MNIST_M/mnist_m_data.pkl here")
+    parser.add_argument("--seed", type=int, default=42)
+    return parser.parse_args(argv)
+
+
+def main(argv=None):
+    args = parse_args(argv)
+    for sub in (MNIST_PICKLE, MNIST_M_PICKLE):
+        ensure_writable_dir(os.path.dirname(os.path.join(args.out_dir, sub)))
+    backgrounds = load_bsds_backgrounds(resolve_bsds(args.bsds_path, DEFAULT_DATA_DIR))
+    mnist, mnist_m = build(resolve_mnist(args.mnist_path, DEFAULT_DATA_DIR), backgrounds, args.seed)
+    for name, data, sub in (("MNIST", mnist, MNIST_PICKLE), ("MNIST-M", mnist_m, MNIST_M_PICKLE)):
+        path = os.path.join(args.out_dir, sub)
+        atomic_write_pickle(path, data)
+        mean = data["train"].reshape(-1, 3).mean(axis=0) / 255.0
+        print(f"{name}: train {data['train'].shape}, val {data['val'].shape}, "
+              f"pixel mean (RGB, train) {np.round(mean, 4).tolist()} -> {path}")
+    print(f"{len(backgrounds)} BSDS500 backgrounds, seed {args.seed}")
+
+
+if __name__ == "__main__":
+    run_main(main)

@@ -1,0 +1,118 @@
+"""Domain-Adversarial Neural Network for MNIST -> MNIST-M.
+
+Architecture of Ganin & Lempitsky (2015), Sec. 5.2 and Fig. 4 (MNIST column):
+a shared convolutional feature extractor G_f, a label classifier G_y and, behind
+a gradient-reversal layer R_lambda (Sec. 3.3, Eq. 12-13), a domain classifier G_d.
+"""
+import dataclasses
+
+import keras
+import numpy as np
+import tensorflow as tf
+
+
+@tf.custom_gradient
+def _reverse_gradient(inputs, grl_lambda):
+    def grad(upstream):
+        return -grl_lambda * upstream, tf.zeros_like(grl_lambda)
+
+    return tf.identity(inputs), grad
+
+
+@keras.saving.register_keras_serializable(package="dann")
+class GradientReversal(keras.layers.Layer):
+    """R_lambda (Eq. 12-13): the identity forward, -lambda * dy backward.
+
+    lambda lives in a non-trainable variable, so the train step can change it
+    every step (the schedule of Sec. 5.2.2) without retracing.
+    """
+
+    def __init__(self, **kwargs):
+        super().__init__(**kwargs)
+        self.grl_lambda = self.add_weight(name="grl_lambda", shape=(), initializer="zeros",
+                                          trainable=False)
+
+    def call(self, inputs):
+        return _reverse_gradient(inputs, tf.convert_to_tensor(self.grl_lambda))
+
+
+@keras.saving.register_keras_serializable(package="dann")
+class MeanSubtraction(keras.layers.Layer):
+    """Scales 0-255 images to [0, 1] and subtracts a per-channel pixel mean.
+
+    The mean is a non-trainable weight, so checkpoints and weight files carry
+    it and a restored model needs no outside preprocessing.
+    """
+
+    def build(self, input_shape):
+        self.pixel_mean = self.add_weight(name="pixel_mean", shape=(input_shape[-1],),
+                                          initializer="zeros", trainable=False)
+
+    def call(self, images):
+        return tf.cast(images, tf.float32) / 255.0 - tf.convert_to_tensor(self.pixel_mean)
+
+
+def build_feature_extractor(input_shape, pixel_mean):
+    """G_f: conv 5x5x32, ReLU, max-pool 2, conv 5x5x48, ReLU, max-pool 2, flatten.
+
+    Takes raw 0-255 images (any dtype); `pixel_mean` is per channel, in [0, 1].
+    """
+    images = keras.Input(shape=input_shape, name="images")
+    mean_subtraction = MeanSubtraction(name="mean_subtraction")
+    x = mean_subtraction(images)
+    mean_subtraction.pixel_mean.assign(np.asarray(pixel_mean, np.float32))
+    x = keras.layers.Conv2D(32, 5, activation="relu", name="conv1")(x)
+    x = keras.layers.MaxPooling2D(2, name="pool1")(x)
+    x = keras.layers.Conv2D(48, 5, activation="relu", name="conv2")(x)
+    x = keras.layers.MaxPooling2D(2, name="pool2")(x)
+    features = keras.layers.Flatten(name="flatten")(x)
+    return keras.Model(images, features, name="feature_extractor")
+
+
+def build_label_classifier(feature_dim, num_classes):
+    """G_y: FC100, ReLU, FC100, ReLU, FC10 (logits)."""
+    features = keras.Input(shape=(feature_dim,), name="features")
+    x = keras.layers.Dense(100, activation="relu", name="fc1")(features)
+    x = keras.layers.Dense(100, activation="relu", name="fc2")(x)
+    logits = keras.layers.Dense(num_classes, name="class_logits")(x)
+    return keras.Model(features, logits, name="label_classifier")
+
+
+def build_domain_classifier(feature_dim):
+    """G_d behind R_lambda: GRL, FC100, ReLU, one logit (target = 1)."""
+    features = keras.Input(shape=(feature_dim,), name="features")
+    x = GradientReversal(name="gradient_reversal")(features)
+    x = keras.layers.Dense(100, activation="relu", name="fc1")(x)
+    logit = keras.layers.Dense(1, name="domain_logit")(x)
+    return keras.Model(features, logit, name="domain_classifier")
+
+
+@dataclasses.dataclass
+class DANN:
+    """The three named sub-models and the functional model composing them.
+
+    `model(images)` returns `[class_logits, domain_logit]`; the train step
+    calls the parts directly so the feature extractor runs once per step.
+    """
+
+    feature_extractor: keras.Model
+    label_classifier: keras.Model
+    domain_classifier: keras.Model
+    model: keras.Model
+
+    @property
+    def gradient_reversal(self):
+        return self.domain_classifier.get_layer("gradient_reversal")
+
+
+def build_dann(input_shape=(28, 28, 3), num_classes=10, pixel_mean=(0.0, 0.0, 0.0)):
+    """Builds G_f, G_y, G_d and composes them into one functional `dann` model."""
+    feature_extractor = build_feature_extractor(input_shape, pixel_mean)
+    feature_dim = feature_extractor.output.shape[-1]
+    label_classifier = build_label_classifier(feature_dim, num_classes)
+    domain_classifier = build_domain_classifier(feature_dim)
+    images = keras.Input(shape=input_shape, name="images")
+    features = feature_extractor(images)
+    model = keras.Model(images, [label_classifier(features), domain_classifier(features)],
+                        name="dann")
+    return DANN(feature_extractor, label_classifier, domain_classifier, model)

@@ -1,0 +1,1 @@
+"""Data, schedules, training loop, logging and command-line tools for DANN."""

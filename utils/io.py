@@ -1,0 +1,66 @@
+"""User-facing errors and atomic file writes shared by every entry point."""
+import json
+import os
+import pickle
+import sys
+import tempfile
+
+
+class UserError(Exception):
+    """A mistake the user can fix (bad path, bad flag, bad data): printed as one line."""
+
+
+def run_main(main):
+    """Runs `main()`, turning a UserError into a one-line message and exit status 2."""
+    try:
+        return main()
+    except UserError as error:
+        print(f"error: {error}", file=sys.stderr)
+        sys.exit(2)
+
+
+def ensure_writable_dir(path):
+    """Creates `path` if needed and checks it can be written, before any work starts."""
+    try:
+        os.makedirs(path, exist_ok=True)
+    except OSError as error:
+        raise UserError(f"cannot create output folder {path}: {error.strerror}; "
+                        "choose a writable location") from None
+    if not os.access(path, os.W_OK | os.X_OK):
+        raise UserError(f"output folder {path} is not writable; "
+                        "fix its permissions or choose another location")
+    return path
+
+
+def atomic_write_bytes(path, data):
+    """Writes `data` to `path` through a temporary file and a rename.
+
+    A crash or Ctrl-C mid-write leaves the previous file (or none) at `path`,
+    never a truncated one.
+    """
+    folder = os.path.dirname(os.path.abspath(path))
+    ensure_writable_dir(folder)
+    handle, tmp_path = tempfile.mkstemp(dir=folder, prefix=".tmp-", suffix=os.path.basename(path))
+    try:
+        with os.fdopen(handle, "wb") as tmp:
+            tmp.write(data)
+            tmp.flush()
+            os.fsync(tmp.fileno())
+        os.replace(tmp_path, path)
+    except BaseException:
+        if os.path.exists(tmp_path):
+            os.remove(tmp_path)
+        raise
+
+
+def atomic_write_text(path, text):
+    atomic_write_bytes(path, text.encode("utf-8"))
+
+
+def atomic_write_json(path, obj):
+    atomic_write_text(path, json.dumps(obj, indent=2, sort_keys=True) + "\n")
+
+
+def atomic_write_pickle(path, obj):
+    # Protocol 4 and sorted dict order keep the bytes identical for identical data.
+    atomic_write_bytes(path, pickle.dumps(obj, protocol=4))

@@ -1,0 +1,42 @@
+"""Learning-rate and adaptation-factor schedules of Ganin & Lempitsky (2015), Sec. 5.2.2.
+
+Both are driven by the training progress p = step / total_steps, linear from
+0 to 1. They accept Python numbers or tensors, so the same code serves the
+compiled train step, the logger and the tests.
+"""
+import tensorflow as tf
+import keras
+
+
+def progress(step, total_steps):
+    """p in [0, 1]: the fraction of training done."""
+    return tf.minimum(tf.cast(step, tf.float32) / tf.cast(total_steps, tf.float32), 1.0)
+
+
+def annealed_learning_rate(p, initial_lr, alpha, beta):
+    """mu_p = mu_0 / (1 + alpha * p) ** beta."""
+    return initial_lr / tf.pow(1.0 + alpha * tf.cast(p, tf.float32), beta)
+
+
+def grl_lambda(p, gamma):
+    """lambda_p = 2 / (1 + exp(-gamma * p)) - 1: 0 at the start, close to 1 at the end."""
+    return 2.0 / (1.0 + tf.exp(-gamma * tf.cast(p, tf.float32))) - 1.0
+
+
+class AnnealedLearningRate(keras.optimizers.schedules.LearningRateSchedule):
+    """mu_p as a Keras schedule: the optimizer evaluates it from its own step counter
+    inside the compiled step, so the rate changes every step without a retrace."""
+
+    def __init__(self, initial_lr, alpha, beta, total_steps):
+        self.initial_lr = initial_lr
+        self.alpha = alpha
+        self.beta = beta
+        self.total_steps = total_steps
+
+    def __call__(self, step):
+        return annealed_learning_rate(progress(step, self.total_steps),
+                                      self.initial_lr, self.alpha, self.beta)
+
+    def get_config(self):
+        return {"initial_lr": self.initial_lr, "alpha": self.alpha, "beta": self.beta,
+                "total_steps": self.total_steps}

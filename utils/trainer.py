@@ -1,0 +1,346 @@
+"""The DANN training loop: one compiled train step, evaluation, checkpoints and resume.
+
+Implements the stochastic updates of Ganin & Lempitsky (2015), Sec. 3.2-3.3:
+the label loss L_y on labelled source images and the domain loss L_d on source
+and target images are minimised together, and the gradient-reversal layer
+turns the domain gradient reaching the features into -lambda * dL_d/dtheta_f
+(Eq. 13). Learning rate and lambda follow the schedules of Sec. 5.2.2.
+
+Deviations from the paper are listed in config/config.py.
+"""
+import json
+import os
+import signal
+import time
+
+import keras
+import numpy as np
+import tensorflow as tf
+from tqdm import tqdm
+
+from model import build_dann
+from utils import schedules
+from utils.data import pixel_mean
+from utils.pipeline import make_train_dataset
+from utils.io import UserError, atomic_write_json, ensure_writable_dir
+from utils.summaries import create_writers, format_epoch_line, write_scalars
+
+# Exit status of a run stopped by a signal, as a shell reports it (128 + signal number).
+SIGNAL_EXIT = {signal.SIGINT: 130, signal.SIGTERM: 143}
+
+
+class Diverged(Exception):
+    """A loss or gradient became NaN or Inf; no update was applied from that step on."""
+
+
+class Interrupted(Exception):
+    """SIGINT or SIGTERM arrived; a checkpoint of the current step has been written."""
+
+    def __init__(self, signum):
+        super().__init__(signal.Signals(signum).name)
+        self.exit_status = SIGNAL_EXIT[signum]
+
+
+class EpochMetrics(tf.Module):
+    """Running sums of the per-epoch training metrics.
+
+    Plain variables rather than Keras metrics so they live in the checkpoint:
+    a run resumed mid-epoch reports the same epoch averages as one that was
+    never stopped. Sync-on-read with SUM aggregation, they add up across
+    replicas under tf.distribute.
+    """
+
+    NAMES = ("label_loss", "label_correct", "label_count",
+             "domain_loss", "domain_correct", "domain_count")
+
+    def __init__(self):
+        super().__init__(name="epoch_metrics")
+        self.sums = {name: tf.Variable(0.0, trainable=False, name=name,
+                                       synchronization=tf.VariableSynchronization.ON_READ,
+                                       aggregation=tf.VariableAggregation.SUM)
+                     for name in self.NAMES}
+
+    def update(self, **values):
+        for name, value in values.items():
+            self.sums[name].assign_add(tf.cast(value, tf.float32))
+
+    def reset_state(self):
+        for variable in self.sums.values():
+            variable.assign(0.0)
+
+    def result(self):
+        sums = {name: float(variable.numpy()) for name, variable in self.sums.items()}
+        label_loss = sums["label_loss"] / max(sums["label_count"], 1.0)
+        domain_loss = sums["domain_loss"] / max(sums["domain_count"], 1.0)
+        return {
+            "loss/label_loss": label_loss,
+            "loss/domain_loss": domain_loss,
+            "loss/total_loss": label_loss + domain_loss,
+            "acc/label_acc": sums["label_correct"] / max(sums["label_count"], 1.0),
+            "acc/domain_acc": sums["domain_correct"] / max(sums["domain_count"], 1.0),
+        }
+
+
+def create_strategy(name):
+    """`default`: one device; `mirrored`: synchronous data parallelism over all visible devices."""
+    if name == "mirrored":
+        devices = tf.config.list_logical_devices("GPU") or tf.config.list_logical_devices("CPU")
+        return tf.distribute.MirroredStrategy([device.name for device in devices])
+    return tf.distribute.get_strategy()
+
+
+def run_dirs(output_root, run_name):
+    return {kind: os.path.join(output_root, kind, run_name)
+            for kind in ("logs", "checkpoints", "config")}
+
+
+class Trainer:
+    """Builds the DANN, its optimizer, input pipeline and checkpoint for one run.
+
+    Labelled images come from MNIST (MNIST-M in `target_only` mode), unlabelled
+    ones from the other domain; domain label 0 is MNIST and 1 is MNIST-M.
+    """
+
+    def __init__(self, config, mnist, mnist_m, output_root=".", strategy=None):
+        self.config = config
+        self.dirs = run_dirs(output_root, config.run_name)
+        self.strategy = strategy or create_strategy(config.strategy)
+        self.half_batch = config.batch_size // 2
+        self.mnist, self.mnist_m = mnist, mnist_m
+        labelled, unlabelled = (mnist_m, mnist) if config.mode == "target_only" else (mnist, mnist_m)
+        self.labelled_domain = 1.0 if config.mode == "target_only" else 0.0
+        self.adapt = config.mode == "dann"
+        self.train_images = (labelled["train"], labelled["train_label"], unlabelled["train"])
+
+        with self.strategy.scope():
+            self.dann = build_dann(config.input_shape, config.num_classes,
+                                   pixel_mean(mnist["train"], mnist_m["train"]))
+            self.learning_rate = schedules.AnnealedLearningRate(
+                config.learning_rate, config.lr_alpha, config.lr_beta, config.total_steps)
+            self.optimizer = keras.optimizers.SGD(self.learning_rate, momentum=config.momentum)
+            self.optimizer.build(self.dann.model.trainable_variables)
+            self.metrics = EpochMetrics()
+            # Step of the first NaN/Inf loss or gradient, -1 while training is healthy.
+            self.diverged_at = tf.Variable(-1, dtype=tf.int64, trainable=False)
+        self.checkpoint = tf.train.Checkpoint(model=self.dann.model, optimizer=self.optimizer,
+                                              metrics=self.metrics, diverged_at=self.diverged_at)
+        self.manager = tf.train.CheckpointManager(self.checkpoint, self.dirs["checkpoints"],
+                                                  max_to_keep=config.max_to_keep,
+                                                  checkpoint_name="ckpt")
+        self.train_step = tf.function(self._train_step)
+        self.predict = tf.function(
+            self._predict,
+            input_signature=[tf.TensorSpec((None,) + tuple(config.input_shape), tf.uint8)])
+
+    @property
+    def step(self):
+        """Global step: the number of updates applied so far (survives resume)."""
+        return int(self.optimizer.iterations.numpy())
+
+    def grl_lambda_at(self, step):
+        """lambda_p for the update at `step`; held at 0 outside `dann` mode."""
+        if not self.adapt:
+            return tf.constant(0.0)
+        return schedules.grl_lambda(schedules.progress(step, self.config.total_steps),
+                                    self.config.grl_gamma)
+
+    def make_dataset(self, start_step=0):
+        dataset = make_train_dataset(*self.train_images, self.half_batch, self.config.seed,
+                                     start_step=start_step)
+        return self.strategy.experimental_distribute_dataset(dataset)
+
+    def _replica_step(self, labelled_images, labels, unlabelled_images):
+        """One SGD update on a replica's share of the batch (Sec. 3.2, Eq. 13-15)."""
+        dann = self.dann
+        images = tf.concat([labelled_images, unlabelled_images], axis=0)
+        num_labelled = tf.shape(labelled_images)[0]
+        domain_labels = tf.concat([tf.fill([num_labelled], self.labelled_domain),
+                                   tf.fill([tf.shape(unlabelled_images)[0]], 1.0 - self.labelled_domain)],
+                                  axis=0)
+        with tf.GradientTape() as tape:
+            # One pass of G_f over source and target together: both heads share it.
+            features = dann.feature_extractor(images, training=True)
+            class_logits = dann.label_classifier(features[:num_labelled], training=True)
+            domain_logits = dann.domain_classifier(features, training=True)[:, 0]
+            label_losses = tf.nn.sparse_softmax_cross_entropy_with_logits(labels, class_logits)
+            domain_losses = tf.nn.sigmoid_cross_entropy_with_logits(domain_labels, domain_logits)
+            # Scaled by the global batch, so replicas' gradients sum to the batch mean.
+            label_loss = tf.nn.compute_average_loss(label_losses,
+                                                    global_batch_size=self.half_batch)
+            domain_loss = tf.nn.compute_average_loss(domain_losses,
+                                                     global_batch_size=self.config.batch_size)
+            total_loss = label_loss + domain_loss
+        variables = dann.model.trainable_variables
+        gradients = tape.gradient(total_loss, variables)
+        finite = tf.logical_and(tf.math.is_finite(total_loss),
+                                tf.reduce_all([tf.reduce_all(tf.math.is_finite(g)) for g in gradients]))
+        # Every replica must take the same branch below, so they agree on finiteness.
+        replicas_not_finite = tf.distribute.get_replica_context().all_reduce(
+            tf.distribute.ReduceOp.SUM, 1.0 - tf.cast(finite, tf.float32))
+        finite = tf.equal(replicas_not_finite, 0.0)
+
+        def apply():
+            self.optimizer.apply_gradients(zip(gradients, variables))
+            return tf.constant(True)
+
+        # A non-finite update is never applied: the weights stay at the last good step.
+        tf.cond(finite, apply, lambda: tf.constant(False))
+        self.metrics.update(
+            label_loss=tf.reduce_sum(label_losses),
+            label_correct=tf.reduce_sum(tf.cast(
+                tf.equal(tf.argmax(class_logits, axis=1, output_type=tf.int32), labels), tf.float32)),
+            label_count=tf.size(labels),
+            domain_loss=tf.reduce_sum(domain_losses),
+            domain_correct=tf.reduce_sum(tf.cast(tf.equal(domain_logits > 0, domain_labels > 0.5),
+                                                 tf.float32)),
+            domain_count=tf.size(domain_labels))
+        return finite
+
+    def _train_step(self, iterator):
+        step = tf.cast(self.optimizer.iterations, tf.int64)
+        self.dann.gradient_reversal.grl_lambda.assign(self.grl_lambda_at(step))
+        finite = self.strategy.run(self._replica_step, args=next(iterator))
+        finite = self.strategy.experimental_local_results(finite)[0]
+        self.diverged_at.assign(tf.where(tf.logical_or(finite, self.diverged_at >= 0),
+                                         self.diverged_at, step))
+
+    def _predict(self, images):
+        class_logits, domain_logits = self.dann.model(images, training=False)
+        return class_logits, domain_logits[:, 0]
+
+    def evaluate_domain(self, images, labels, domain_label):
+        """Label loss/accuracy and domain loss/accuracy of one test set, in large batches."""
+        sums = np.zeros(4)
+        for start in range(0, len(images), self.config.eval_batch_size):
+            chunk = slice(start, start + self.config.eval_batch_size)
+            class_logits, domain_logits = self.predict(images[chunk])
+            chunk_labels = labels[chunk].astype(np.int32)
+            sums += [
+                tf.reduce_sum(tf.nn.sparse_softmax_cross_entropy_with_logits(chunk_labels,
+                                                                             class_logits)),
+                np.sum(np.argmax(class_logits, axis=1) == chunk_labels),
+                tf.reduce_sum(tf.nn.sigmoid_cross_entropy_with_logits(
+                    tf.fill(tf.shape(domain_logits), domain_label), domain_logits)),
+                np.sum((domain_logits.numpy() > 0) == (domain_label > 0.5)),
+            ]
+        return sums / len(images)
+
+    def evaluate(self):
+        """Validation scalars: label metrics on MNIST-M test, domain metrics on both test sets."""
+        target = self.evaluate_domain(self.mnist_m["val"], self.mnist_m["val_label"], 1.0)
+        source = self.evaluate_domain(self.mnist["val"], self.mnist["val_label"], 0.0)
+        n_target, n_source = len(self.mnist_m["val"]), len(self.mnist["val"])
+        domain_loss, domain_acc = (
+            (target[2:] * n_target + source[2:] * n_source) / (n_target + n_source))
+        return {
+            "loss/label_loss": target[0],
+            "loss/domain_loss": domain_loss,
+            "loss/total_loss": target[0] + domain_loss,
+            "acc/label_acc": target[1],
+            "acc/domain_acc": domain_acc,
+            "acc/source_label_acc": source[1],
+        }
+
+    def _check_finite(self):
+        diverged_at = int(self.diverged_at.numpy())
+        if diverged_at >= 0:
+            last = self.manager.latest_checkpoint or "none (no checkpoint was written yet)"
+            raise Diverged(f"loss or gradient became NaN/Inf at step {diverged_at}; training "
+                           f"stopped and no update from that step was applied; last good "
+                           f"checkpoint: {last}. Try a lower --learning-rate.")
+
+    def save_checkpoint(self):
+        self._check_finite()
+        return self.manager.save(checkpoint_number=self.optimizer.iterations)
+
+    def restore(self):
+        """Restores the latest checkpoint of this run; returns its path."""
+        latest = tf.train.latest_checkpoint(self.dirs["checkpoints"])
+        if latest is None:
+            raise UserError(f"no checkpoint to resume in {self.dirs['checkpoints']}; "
+                            "start the run without --resume")
+        self.checkpoint.restore(latest).assert_existing_objects_matched()
+        return latest
+
+    def fit(self, resume=False, show_progress=True):
+        """Trains to `config.total_steps`; returns the results dict (also results.json)."""
+        config = self.config
+        for folder in self.dirs.values():
+            ensure_writable_dir(folder)
+        if resume:
+            print(f"resuming from {self.restore()} at step {self.step}")
+        config.save(self.dirs["config"])
+        writers = create_writers(self.dirs["logs"])
+        stop_signal = []
+        handlers = {signum: signal.signal(signum, lambda signum, _: stop_signal.append(signum))
+                    for signum in SIGNAL_EXIT}
+        start_time = time.perf_counter()
+        train_seconds = 0.0
+        steps_run = 0
+        try:
+            iterator = iter(self.make_dataset(start_step=self.step))
+            while self.step < config.total_steps:
+                epoch = self.step // config.steps_per_epoch
+                epoch_end = (epoch + 1) * config.steps_per_epoch
+                first = self.step
+                epoch_start = time.perf_counter()
+                bar = tqdm(total=epoch_end - first, desc=f"epoch {epoch + 1}/{config.epochs}",
+                           disable=not show_progress, leave=False, mininterval=1.0)
+                for step in range(first, epoch_end):
+                    if step % config.log_every_steps == 0:
+                        self._check_finite()
+                        write_scalars(writers["hyperparameter"], {
+                            "hyperparameter/learning_rate": self.learning_rate(step),
+                            "hyperparameter/grl_lambda": self.grl_lambda_at(step)}, step)
+                    self.train_step(iterator)
+                    bar.update()
+                    if (step + 1) % config.checkpoint_every_steps == 0:
+                        self.save_checkpoint()
+                    if stop_signal and step + 1 < epoch_end:
+                        break
+                bar.close()
+                self._check_finite()  # also syncs, so the epoch's time is real
+                train_seconds += time.perf_counter() - epoch_start
+                steps_run += self.step - first
+                if stop_signal and self.step < epoch_end:
+                    self.save_checkpoint()
+                    raise Interrupted(stop_signal[0])
+                self._end_epoch(epoch + 1, writers)
+                if stop_signal and self.step < config.total_steps:
+                    raise Interrupted(stop_signal[0])
+        finally:
+            for signum, handler in handlers.items():
+                signal.signal(signum, handler)
+            for writer in writers.values():
+                writer.flush()
+        return self._finish(time.perf_counter() - start_time, train_seconds, steps_run)
+
+    def _end_epoch(self, epoch, writers):
+        train = self.metrics.result()
+        validation = self.evaluate()
+        step = self.step
+        write_scalars(writers["train"], train, step)
+        write_scalars(writers["validation"], validation, step)
+        line = format_epoch_line(epoch, self.config.epochs, step, train, validation)
+        print(line, flush=True)
+        with open(os.path.join(self.dirs["logs"], "log.txt"), "a") as log:
+            log.write(line + "\n")
+        self.metrics.reset_state()
+        self.save_checkpoint()
+
+    def _finish(self, wall_seconds, train_seconds, steps_run):
+        validation = self.evaluate()
+        self.dann.model.save_weights(os.path.join(self.dirs["checkpoints"], "final.weights.h5"))
+        results = {
+            "mode": self.config.mode,
+            "seed": self.config.seed,
+            "epochs": self.config.epochs,
+            "steps": self.step,
+            "target_accuracy": float(validation["acc/label_acc"]),
+            "source_accuracy": float(validation["acc/source_label_acc"]),
+            "domain_accuracy": float(validation["acc/domain_acc"]),
+            "wall_seconds": round(wall_seconds, 2),
+            "ms_per_step": round(1000.0 * train_seconds / max(steps_run, 1), 3),
+        }
+        atomic_write_json(os.path.join(self.dirs["logs"], "results.json"), results)
+        return results
