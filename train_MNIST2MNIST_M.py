@@ -15,10 +15,8 @@ import os
 import sys
 import time
 
-os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-
-from config.config import DANNConfig, add_config_arguments, config_from_args  # noqa: E402
-from utils.io import UserError, run_main  # noqa: E402
+from config.config import DANNConfig, add_config_arguments, config_from_args
+from utils.io import UserError, run_main
 
 
 def parse_args(argv=None):

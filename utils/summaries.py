@@ -24,3 +24,26 @@ def format_epoch_line(epoch, epochs, step, train, validation):
         return " ".join(f"{prefix}{tag.split('/')[-1]}={value:.4f}" for tag, value in scalars.items())
 
     return f"epoch {epoch}/{epochs} step {step} | {fmt('train_', train)} | {fmt('val_', validation)}"
+
+
+def read_scalars(log_dir):
+    """Reads every scalar a run logged: {writer: {tag: [(step, value), ...]}}, sorted by step."""
+    from tensorflow.core.util import event_pb2
+
+    scalars = {}
+    for name in WRITERS:
+        folder = os.path.join(log_dir, name)
+        if not os.path.isdir(folder):
+            continue
+        tags = scalars.setdefault(name, {})
+        for file_name in sorted(os.listdir(folder)):
+            if "tfevents" not in file_name:
+                continue
+            for record in tf.data.TFRecordDataset(os.path.join(folder, file_name)):
+                event = event_pb2.Event.FromString(record.numpy())
+                for value in event.summary.value:
+                    tags.setdefault(value.tag, []).append(
+                        (event.step, float(tf.make_ndarray(value.tensor))))
+        for points in tags.values():
+            points.sort()
+    return scalars

@@ -1,0 +1,72 @@
+import json
+import math
+import os
+
+import numpy as np
+import pytest
+
+import train_MNIST2MNIST_M
+from config.config import DANNConfig
+from utils.data import load_mnist_and_mnistm
+from utils.summaries import read_scalars
+from utils.trainer import Trainer
+
+EPOCH_TAGS = {"loss/label_loss", "loss/domain_loss", "loss/total_loss", "acc/label_acc",
+              "acc/domain_acc"}
+
+
+def tiny_config(data_dir, **overrides):
+    values = dict(epochs=2, steps_per_epoch=3, batch_size=8, eval_batch_size=16, run_name="tiny",
+                  data_dir=data_dir, log_every_steps=1, checkpoint_every_steps=2)
+    values.update(overrides)
+    return DANNConfig(**values)
+
+
+def test_two_step_run_writes_every_output(data_dir, tmp_path):
+    train_MNIST2MNIST_M.main(["--epochs", "1", "--steps-per-epoch", "2", "--batch-size", "8",
+                              "--data-dir", data_dir, "--output-root", str(tmp_path),
+                              "--run-name", "smoke", "--no-progress"])
+    logs = tmp_path / "logs" / "smoke"
+    results = json.loads((logs / "results.json").read_text())
+    assert set(results) == {"mode", "seed", "epochs", "steps", "target_accuracy", "source_accuracy",
+                            "domain_accuracy", "wall_seconds", "ms_per_step"}
+    assert results["steps"] == 2 and results["mode"] == "dann"
+    assert all(math.isfinite(v) for v in results.values() if isinstance(v, float))
+    scalars = read_scalars(str(logs))
+    assert set(scalars["hyperparameter"]) == {"hyperparameter/learning_rate",
+                                              "hyperparameter/grl_lambda"}
+    assert EPOCH_TAGS <= set(scalars["train"])
+    assert EPOCH_TAGS | {"acc/source_label_acc"} <= set(scalars["validation"])
+    assert all(math.isfinite(value) for tags in scalars.values() for points in tags.values()
+               for _, value in points)
+    assert len((logs / "log.txt").read_text().splitlines()) == 1
+    assert (tmp_path / "config" / "smoke" / "config.json").exists()
+    assert (tmp_path / "config" / "smoke" / "config.txt").exists()
+    checkpoints = os.listdir(tmp_path / "checkpoints" / "smoke")
+    assert "final.weights.h5" in checkpoints and any(n.startswith("ckpt-2") for n in checkpoints)
+
+
+def test_train_step_traces_once_while_schedules_move(data_dir, tmp_path):
+    config = tiny_config(data_dir)
+    trainer = Trainer(config, *load_mnist_and_mnistm(data_dir), output_root=str(tmp_path))
+    trainer.fit(show_progress=False)
+    assert trainer.step == config.total_steps == 6
+    assert trainer.train_step.experimental_get_tracing_count() == 1
+    hyper = read_scalars(trainer.dirs["logs"])["hyperparameter"]
+    learning_rates = [v for _, v in hyper["hyperparameter/learning_rate"]]
+    lambdas = [v for _, v in hyper["hyperparameter/grl_lambda"]]
+    assert len(learning_rates) == 6 and len(set(learning_rates)) == 6
+    assert lambdas[0] == 0.0 and np.all(np.diff(lambdas) > 0)
+    # The variable the compiled step wrote holds the value for the last update (p = 5/6).
+    assert float(trainer.dann.gradient_reversal.grl_lambda.numpy()) == pytest.approx(
+        2 / (1 + np.exp(-10 * 5 / 6)) - 1, rel=1e-6)
+
+
+def test_source_only_keeps_lambda_at_zero(data_dir, tmp_path):
+    trainer = Trainer(tiny_config(data_dir, mode="source_only", epochs=1),
+                      *load_mnist_and_mnistm(data_dir), output_root=str(tmp_path))
+    before = [w.numpy() for w in trainer.dann.feature_extractor.trainable_weights]
+    trainer.fit(show_progress=False)
+    assert float(trainer.dann.gradient_reversal.grl_lambda.numpy()) == 0.0
+    after = [w.numpy() for w in trainer.dann.feature_extractor.trainable_weights]
+    assert any(not np.array_equal(a, b) for a, b in zip(before, after))
