@@ -71,7 +71,8 @@ class EpochMetrics(tf.Module):
     def result(self):
         sums = {name: float(variable.numpy()) for name, variable in self.sums.items()}
         label_loss = sums["label_loss"] / max(sums["label_count"], 1.0)
-        domain_loss = sums["domain_loss"] / max(sums["domain_count"], 1.0)
+        # Eq. 9 sums the source mean and the target mean of L_d; the halves are equal.
+        domain_loss = 2.0 * sums["domain_loss"] / max(sums["domain_count"], 1.0)
         return {
             "loss/label_loss": label_loss,
             "loss/domain_loss": domain_loss,
@@ -144,13 +145,23 @@ class Trainer:
         return schedules.grl_lambda(schedules.progress(step, self.config.total_steps),
                                     self.config.grl_gamma)
 
+    def log_hyperparameters(self, writer, step):
+        """Logs mu_p and lambda_p of the update at `step` (pure functions of the step)."""
+        write_scalars(writer, {"hyperparameter/learning_rate": self.learning_rate(step),
+                               "hyperparameter/grl_lambda": self.grl_lambda_at(step)}, step)
+
     def make_dataset(self, start_step=0):
         dataset = make_train_dataset(*self.train_images, self.half_batch, self.config.seed,
                                      start_step=start_step)
         return self.strategy.experimental_distribute_dataset(dataset)
 
-    def _replica_step(self, labelled_images, labels, unlabelled_images):
-        """One SGD update on a replica's share of the batch (Sec. 3.2, Eq. 13-15)."""
+    def _replica_gradients(self, labelled_images, labels, unlabelled_images):
+        """Gradients of L_y + L_d on a replica's share of the batch (Sec. 3.2, Eq. 9-13).
+
+        The gradient-reversal layer makes the feature extractor's part of the
+        domain gradient -lambda * dL_d/dtheta_f. Returns (gradients, finite),
+        with `finite` agreed by all replicas.
+        """
         dann = self.dann
         images = tf.concat([labelled_images, unlabelled_images], axis=0)
         num_labelled = tf.shape(labelled_images)[0]
@@ -165,26 +176,18 @@ class Trainer:
             label_losses = tf.nn.sparse_softmax_cross_entropy_with_logits(labels, class_logits)
             domain_losses = tf.nn.sigmoid_cross_entropy_with_logits(domain_labels, domain_logits)
             # Scaled by the global batch, so replicas' gradients sum to the batch mean.
+            # L_d is averaged within each domain and the two means are added (Eq. 9):
+            # with equal halves that is the sum over the batch divided by half of it.
             label_loss = tf.nn.compute_average_loss(label_losses,
                                                     global_batch_size=self.half_batch)
             domain_loss = tf.nn.compute_average_loss(domain_losses,
-                                                     global_batch_size=self.config.batch_size)
+                                                     global_batch_size=self.half_batch)
             total_loss = label_loss + domain_loss
-        variables = dann.model.trainable_variables
-        gradients = tape.gradient(total_loss, variables)
+        gradients = tape.gradient(total_loss, dann.model.trainable_variables)
         finite = tf.logical_and(tf.math.is_finite(total_loss),
                                 tf.reduce_all([tf.reduce_all(tf.math.is_finite(g)) for g in gradients]))
-        # Every replica must take the same branch below, so they agree on finiteness.
         replicas_not_finite = tf.distribute.get_replica_context().all_reduce(
             tf.distribute.ReduceOp.SUM, 1.0 - tf.cast(finite, tf.float32))
-        finite = tf.equal(replicas_not_finite, 0.0)
-
-        def apply():
-            self.optimizer.apply_gradients(zip(gradients, variables))
-            return tf.constant(True)
-
-        # A non-finite update is never applied: the weights stay at the last good step.
-        tf.cond(finite, apply, lambda: tf.constant(False))
         self.metrics.update(
             label_loss=tf.reduce_sum(label_losses),
             label_correct=tf.reduce_sum(tf.cast(
@@ -194,15 +197,31 @@ class Trainer:
             domain_correct=tf.reduce_sum(tf.cast(tf.equal(domain_logits > 0, domain_labels > 0.5),
                                                  tf.float32)),
             domain_count=tf.size(domain_labels))
-        return finite
+        return gradients, tf.equal(replicas_not_finite, 0.0)
 
-    def _train_step(self, iterator):
+    def _apply_gradients(self, gradients):
+        self.optimizer.apply_gradients(zip(gradients, self.dann.model.trainable_variables))
+
+    def _train_step_on_batch(self, batch):
+        """One SGD update with lambda_p set from the global step; skipped if not finite."""
         step = tf.cast(self.optimizer.iterations, tf.int64)
         self.dann.gradient_reversal.grl_lambda.assign(self.grl_lambda_at(step))
-        finite = self.strategy.run(self._replica_step, args=next(iterator))
+        gradients, finite = self.strategy.run(self._replica_gradients, args=batch)
         finite = self.strategy.experimental_local_results(finite)[0]
+
+        def apply():
+            self.strategy.run(self._apply_gradients, args=(gradients,))
+            return tf.constant(True)
+
+        # The branch sits outside strategy.run: replicas may not synchronise inside
+        # control flow. A non-finite update is never applied, so the weights stay
+        # at the last good step.
+        tf.cond(finite, apply, lambda: tf.constant(False))
         self.diverged_at.assign(tf.where(tf.logical_or(finite, self.diverged_at >= 0),
                                          self.diverged_at, step))
+
+    def _train_step(self, iterator):
+        self._train_step_on_batch(next(iterator))
 
     def _predict(self, images):
         class_logits, domain_logits = self.dann.model(images, training=False)
@@ -230,8 +249,8 @@ class Trainer:
         target = self.evaluate_domain(self.mnist_m["val"], self.mnist_m["val_label"], 1.0)
         source = self.evaluate_domain(self.mnist["val"], self.mnist["val_label"], 0.0)
         n_target, n_source = len(self.mnist_m["val"]), len(self.mnist["val"])
-        domain_loss, domain_acc = (
-            (target[2:] * n_target + source[2:] * n_source) / (n_target + n_source))
+        domain_loss = target[2] + source[2]  # per-domain means added, as in Eq. 9
+        domain_acc = (target[3] * n_target + source[3] * n_source) / (n_target + n_source)
         return {
             "loss/label_loss": target[0],
             "loss/domain_loss": domain_loss,
@@ -263,7 +282,12 @@ class Trainer:
         return latest
 
     def fit(self, resume=False, show_progress=True):
-        """Trains to `config.total_steps`; returns the results dict (also results.json)."""
+        """Trains to `config.total_steps`; returns the results dict (also results.json).
+
+        SIGINT/SIGTERM stop the run after the current update with a checkpoint
+        of that exact step, so `resume=True` continues without a gap or a
+        repeated step in the curves.
+        """
         config = self.config
         for folder in self.dirs.values():
             ensure_writable_dir(folder)
@@ -275,33 +299,18 @@ class Trainer:
         handlers = {signum: signal.signal(signum, lambda signum, _: stop_signal.append(signum))
                     for signum in SIGNAL_EXIT}
         start_time = time.perf_counter()
-        train_seconds = 0.0
-        steps_run = 0
+        train_seconds, timed_steps = 0.0, 0
         try:
             iterator = iter(self.make_dataset(start_step=self.step))
             while self.step < config.total_steps:
                 epoch = self.step // config.steps_per_epoch
                 epoch_end = (epoch + 1) * config.steps_per_epoch
-                first = self.step
-                epoch_start = time.perf_counter()
-                bar = tqdm(total=epoch_end - first, desc=f"epoch {epoch + 1}/{config.epochs}",
+                bar = tqdm(total=epoch_end - self.step, desc=f"epoch {epoch + 1}/{config.epochs}",
                            disable=not show_progress, leave=False, mininterval=1.0)
-                for step in range(first, epoch_end):
-                    if step % config.log_every_steps == 0:
-                        self._check_finite()
-                        write_scalars(writers["hyperparameter"], {
-                            "hyperparameter/learning_rate": self.learning_rate(step),
-                            "hyperparameter/grl_lambda": self.grl_lambda_at(step)}, step)
-                    self.train_step(iterator)
-                    bar.update()
-                    if (step + 1) % config.checkpoint_every_steps == 0:
-                        self.save_checkpoint()
-                    if stop_signal and step + 1 < epoch_end:
-                        break
+                seconds, steps = self._train_until(epoch_end, iterator, writers["hyperparameter"],
+                                                   stop_signal, bar)
                 bar.close()
-                self._check_finite()  # also syncs, so the epoch's time is real
-                train_seconds += time.perf_counter() - epoch_start
-                steps_run += self.step - first
+                train_seconds, timed_steps = train_seconds + seconds, timed_steps + steps
                 if stop_signal and self.step < epoch_end:
                     self.save_checkpoint()
                     raise Interrupted(stop_signal[0])
@@ -313,7 +322,33 @@ class Trainer:
                 signal.signal(signum, handler)
             for writer in writers.values():
                 writer.flush()
-        return self._finish(time.perf_counter() - start_time, train_seconds, steps_run)
+        return self._finish(time.perf_counter() - start_time, train_seconds, timed_steps)
+
+    def _train_until(self, last_step, iterator, hyperparameter_writer, stop_signal, bar):
+        """Runs updates up to `last_step`, or until a stop signal arrives.
+
+        Returns (seconds, steps) timed from the end of the first update, so the
+        one-time tracing stays out of ms/step. Only every `log_every_steps`
+        does Python wait for the device (the NaN check), keeping the loop async.
+        """
+        config = self.config
+        timed_from = None
+        for step in range(self.step, last_step):
+            if step % config.log_every_steps == 0:
+                self._check_finite()
+                self.log_hyperparameters(hyperparameter_writer, step)
+            self.train_step(iterator)
+            if timed_from is None:
+                timed_from = (time.perf_counter(), self.step)
+            bar.update()
+            if (step + 1) % config.checkpoint_every_steps == 0:
+                self.save_checkpoint()
+            if stop_signal:
+                break
+        self._check_finite()
+        if timed_from is None:
+            return 0.0, 0
+        return time.perf_counter() - timed_from[0], self.step - timed_from[1]
 
     def _end_epoch(self, epoch, writers):
         train = self.metrics.result()
@@ -328,7 +363,7 @@ class Trainer:
         self.metrics.reset_state()
         self.save_checkpoint()
 
-    def _finish(self, wall_seconds, train_seconds, steps_run):
+    def _finish(self, wall_seconds, train_seconds, timed_steps):
         validation = self.evaluate()
         self.dann.model.save_weights(os.path.join(self.dirs["checkpoints"], "final.weights.h5"))
         results = {
@@ -340,7 +375,7 @@ class Trainer:
             "source_accuracy": float(validation["acc/source_label_acc"]),
             "domain_accuracy": float(validation["acc/domain_acc"]),
             "wall_seconds": round(wall_seconds, 2),
-            "ms_per_step": round(1000.0 * train_seconds / max(steps_run, 1), 3),
+            "ms_per_step": round(1000.0 * train_seconds / max(timed_steps, 1), 3),
         }
         atomic_write_json(os.path.join(self.dirs["logs"], "results.json"), results)
         return results
