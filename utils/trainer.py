@@ -300,6 +300,7 @@ class Trainer:
                     for signum in SIGNAL_EXIT}
         start_time = time.perf_counter()
         train_seconds, timed_steps = 0.0, 0
+        validation = None
         try:
             iterator = iter(self.make_dataset(start_step=self.step))
             while self.step < config.total_steps:
@@ -314,7 +315,7 @@ class Trainer:
                 if stop_signal and self.step < epoch_end:
                     self.save_checkpoint()
                     raise Interrupted(stop_signal[0])
-                self._end_epoch(epoch + 1, writers)
+                validation = self._end_epoch(epoch + 1, writers)
                 if stop_signal and self.step < config.total_steps:
                     raise Interrupted(stop_signal[0])
         finally:
@@ -322,7 +323,9 @@ class Trainer:
                 signal.signal(signum, handler)
             for writer in writers.values():
                 writer.flush()
-        return self._finish(time.perf_counter() - start_time, train_seconds, timed_steps)
+        # The last epoch's validation is the final step's: no need to evaluate twice.
+        return self._finish(validation or self.evaluate(), time.perf_counter() - start_time,
+                            train_seconds, timed_steps)
 
     def _train_until(self, last_step, iterator, hyperparameter_writer, stop_signal, bar):
         """Runs updates up to `last_step`, or until a stop signal arrives.
@@ -351,6 +354,7 @@ class Trainer:
         return time.perf_counter() - timed_from[0], self.step - timed_from[1]
 
     def _end_epoch(self, epoch, writers):
+        """Logs the epoch's train and validation scalars, checkpoints; returns validation."""
         train = self.metrics.result()
         validation = self.evaluate()
         step = self.step
@@ -362,9 +366,9 @@ class Trainer:
             log.write(line + "\n")
         self.metrics.reset_state()
         self.save_checkpoint()
+        return validation
 
-    def _finish(self, wall_seconds, train_seconds, timed_steps):
-        validation = self.evaluate()
+    def _finish(self, validation, wall_seconds, train_seconds, timed_steps):
         self.dann.model.save_weights(os.path.join(self.dirs["checkpoints"], "final.weights.h5"))
         results = {
             "mode": self.config.mode,
