@@ -10,7 +10,6 @@ Data are found by explicit flags first, then in model_data/dataset/, then
 
     python create_mnistm.py --mnist-path mnist.npz --bsds-path BSR_bsds500.tgz
 """
-import argparse
 import io
 import os
 import sys
@@ -23,7 +22,8 @@ import cv2
 import numpy as np
 
 from utils.data import MNIST_M_PICKLE, MNIST_PICKLE
-from utils.io import UserError, atomic_write_bytes, atomic_write_pickle, ensure_writable_dir, run_main
+from utils.io import (ArgumentParser, UserError, atomic_write_bytes, atomic_write_pickle,
+                      ensure_writable_dir, run_main)
 
 DEFAULT_DATA_DIR = os.path.join("model_data", "dataset")
 BSDS_TRAIN_PREFIX = "BSR/BSDS500/data/images/train/"
@@ -71,6 +71,11 @@ def _read_archive_members(path):
         members = sorted((m for m in archive.getmembers()
                           if m.isfile() and m.name.startswith(BSDS_TRAIN_PREFIX)
                           and m.name.endswith(".jpg")), key=lambda m: m.name)
+        # Reading on to the end makes gzip/bz2/xz check the stream's CRC, which
+        # tarfile alone never does: a flipped byte would otherwise decode as a
+        # silently different background, a cut-off trailer go unnoticed.
+        while archive.fileobj.read(1 << 20):
+            pass
         for member in members:
             yield member.name, archive.extractfile(member).read()
 
@@ -193,7 +198,7 @@ def build(mnist, backgrounds, seed):
 
 
 def parse_args(argv=None):
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser = ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--mnist-path", help="Keras-layout mnist.npz")
     parser.add_argument("--bsds-path", help="BSR_bsds500.tgz (or the .zip mirror)")
     parser.add_argument("--out-dir", default=DEFAULT_DATA_DIR,

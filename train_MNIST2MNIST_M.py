@@ -9,18 +9,18 @@ logs/<run>/ (TensorBoard, log.txt, results.json), checkpoints/<run>/ and
 config/<run>/. Accuracy is reported at the final step; no model is ever
 selected on target labels.
 """
-import argparse
 import json
 import os
 import sys
 import time
 
 from config.config import DANNConfig, add_config_arguments, config_from_args
-from utils.io import UserError, run_main
+from utils.data import load_mnist_and_mnistm
+from utils.io import ArgumentParser, UserError, ensure_writable_dir, run_main
 
 
 def parse_args(argv=None):
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser = ArgumentParser(description=__doc__.split("\n\n")[0])
     add_config_arguments(parser)
     parser.add_argument("--resume", action="store_true",
                         help="continue --run-name from its latest checkpoint")
@@ -53,14 +53,16 @@ def resolve_config(args):
 def main(argv=None):
     args = parse_args(argv)
     config = resolve_config(args)
+    # Bad data or an unwritable output folder should fail in a second, not
+    # after the TensorFlow import and model build.
+    ensure_writable_dir(args.output_root)
+    mnist, mnist_m = load_mnist_and_mnistm(config.data_dir, config.input_shape, config.num_classes)
 
     import keras
     import tensorflow as tf
 
-    from utils.data import load_mnist_and_mnistm
     from utils.trainer import Diverged, Interrupted, Trainer
 
-    mnist, mnist_m = load_mnist_and_mnistm(config.data_dir, config.input_shape, config.num_classes)
     keras.utils.set_random_seed(config.seed)
     if config.deterministic:
         tf.config.experimental.enable_op_determinism()

@@ -101,14 +101,20 @@ class DANNConfig:
             raise UserError(f"unknown mode {self.mode!r}; use one of {', '.join(MODES)}")
         if self.strategy not in STRATEGIES:
             raise UserError(f"unknown strategy {self.strategy!r}; use one of {', '.join(STRATEGIES)}")
-        for name in ("learning_rate", "batch_size", "epochs", "steps_per_epoch", "log_every_steps",
-                     "checkpoint_every_steps", "max_to_keep", "eval_batch_size", "num_classes"):
+        def require_positive(name):
             if not getattr(self, name) > 0:
                 raise UserError(f"{name} must be positive, got {getattr(self, name)}; "
                                 f"pass --{name.replace('_', '-')} with a value > 0")
+
+        # The batch size comes first: an odd or non-positive one leaves
+        # steps_per_epoch unset (None), which the loop below could not compare.
+        require_positive("batch_size")
         if self.batch_size % 2:
             raise UserError(f"batch_size must be even to split into source and target halves, "
                             f"got {self.batch_size}; pass e.g. --batch-size {self.batch_size + 1}")
+        for name in ("learning_rate", "epochs", "steps_per_epoch", "log_every_steps",
+                     "checkpoint_every_steps", "max_to_keep", "eval_batch_size", "num_classes"):
+            require_positive(name)
         if not 0 <= self.momentum < 1:
             raise UserError(f"momentum must be in [0, 1), got {self.momentum}")
         if len(self.input_shape) != 3 or min(self.input_shape) <= 0:

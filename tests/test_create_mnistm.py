@@ -1,14 +1,11 @@
-import io
 import os
 import pickle
-import tarfile
 
-import cv2
 import numpy as np
 import pytest
 
 import create_mnistm
-from tests.conftest import SHARED_DATA, synthetic_backgrounds, synthetic_mnist
+from tests.conftest import SHARED_DATA, write_builder_inputs
 
 
 def test_pixel_rule_on_hand_made_digit_and_background():
@@ -28,26 +25,8 @@ def test_pixel_rule_on_hand_made_digit_and_background():
     np.testing.assert_array_equal(out[0][10:18, 12:16], 255 - background[r + 10:r + 18, c + 12:c + 16])
 
 
-def _write_inputs(folder):
-    x_train, y_train, x_test, y_test = synthetic_mnist(num_train=50, num_test=20)
-    mnist_path = os.path.join(folder, "mnist.npz")
-    np.savez(mnist_path, x_train=x_train, y_train=y_train, x_test=x_test, y_test=y_test)
-    bsds_path = os.path.join(folder, "BSR_bsds500.tgz")
-    with tarfile.open(bsds_path, "w:gz") as archive:
-        for i, image in enumerate(synthetic_backgrounds()):
-            ok, jpeg = cv2.imencode(".jpg", image)
-            info = tarfile.TarInfo(f"BSR/BSDS500/data/images/train/{i}.jpg")
-            info.size = len(jpeg)
-            archive.addfile(info, io.BytesIO(jpeg.tobytes()))
-        readme = b"not an image"
-        info = tarfile.TarInfo("BSR/README")
-        info.size = len(readme)
-        archive.addfile(info, io.BytesIO(readme))
-    return mnist_path, bsds_path
-
-
 def test_build_writes_original_layout_and_is_byte_identical(tmp_path):
-    mnist_path, bsds_path = _write_inputs(tmp_path)
+    mnist_path, bsds_path = write_builder_inputs(tmp_path)
     outputs = []
     for run in ("a", "b"):
         out_dir = tmp_path / run

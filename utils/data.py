@@ -22,12 +22,16 @@ _ALLOWED_GLOBALS = {
 _ALLOWED_DTYPE_MODULES = ("numpy.dtypes",)
 
 
+class _RefusedGlobal(pickle.UnpicklingError):
+    """The pickle names a global outside the allow-list (told apart from a truncated file)."""
+
+
 class _RestrictedUnpickler(pickle.Unpickler):
     def find_class(self, module, name):
         if (module, name) in _ALLOWED_GLOBALS or (
                 module in _ALLOWED_DTYPE_MODULES and name.endswith("DType")):
             return super().find_class(module, name)
-        raise pickle.UnpicklingError(f"refusing to load global {module}.{name}")
+        raise _RefusedGlobal(f"refusing to load global {module}.{name}")
 
 
 def safe_load_pickle(path):
@@ -39,12 +43,13 @@ def safe_load_pickle(path):
     try:
         with open(path, "rb") as handle:
             return _RestrictedUnpickler(handle).load()
-    except FileNotFoundError:
+    except (FileNotFoundError, NotADirectoryError):
         raise UserError(f"dataset pickle not found: {path}; {REBUILD_HINT}") from None
-    except pickle.UnpicklingError as error:
+    except _RefusedGlobal as error:
         raise UserError(f"{path} is not a plain dataset pickle ({error}); "
                         f"it was not loaded; {REBUILD_HINT}") from None
-    except (EOFError, ValueError, TypeError, AttributeError, IndexError, OSError) as error:
+    except (pickle.UnpicklingError, EOFError, ValueError, TypeError, AttributeError, IndexError,
+            OSError) as error:
         raise UserError(f"{path} is corrupt or truncated ({type(error).__name__}); "
                         f"{REBUILD_HINT}") from None
 

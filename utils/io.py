@@ -1,4 +1,5 @@
 """User-facing errors and atomic file writes shared by every entry point."""
+import argparse
 import json
 import os
 import pickle
@@ -17,6 +18,13 @@ def run_main(main):
     except UserError as error:
         print(f"error: {error}", file=sys.stderr)
         sys.exit(2)
+
+
+class ArgumentParser(argparse.ArgumentParser):
+    """argparse whose flag errors are UserErrors: one line, not the full usage block."""
+
+    def error(self, message):
+        raise UserError(f"{message}; see `python {self.prog} --help`")
 
 
 def ensure_writable_dir(path):
