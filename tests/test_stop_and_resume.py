@@ -1,0 +1,192 @@
+"""Stopping a training run by signal or divergence, and resuming it, in real subprocesses.
+
+One uninterrupted run and one run stopped twice (SIGINT, then SIGTERM) and
+resumed are shared by the tests below: each subprocess pays ~8 s of
+TensorFlow import, so the assertions share runs rather than repeat them.
+"""
+import json
+import os
+import re
+import signal
+import subprocess
+import sys
+import time
+
+import h5py
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from tests.conftest import ROOT, assert_one_line_failure, run_script, script_messages
+from utils.summaries import read_scalars
+
+TRAIN_SCRIPT = "train_MNIST2MNIST_M.py"
+STEPS_PER_EPOCH, EPOCHS, CHECKPOINT_EVERY, MAX_TO_KEEP = 30, 4, 10, 2
+TOTAL_STEPS = STEPS_PER_EPOCH * EPOCHS
+STOPPED_AT = re.compile(r"stopped by (SIG\w+) at step (\d+); checkpoint saved")
+
+
+def run_flags(data_dir, output_root, run_name):
+    return ["--data-dir", data_dir, "--output-root", output_root, "--run-name", run_name,
+            "--epochs", EPOCHS, "--steps-per-epoch", STEPS_PER_EPOCH, "--batch-size", 8,
+            "--eval-batch-size", 16, "--checkpoint-every-steps", CHECKPOINT_EVERY,
+            "--max-to-keep", MAX_TO_KEEP, "--log-every-steps", 1, "--deterministic",
+            "--no-progress"]
+
+
+def resume_flags(output_root, run_name):
+    return ["--resume", "--run-name", run_name, "--output-root", output_root, "--no-progress"]
+
+
+def latest_checkpoint_step(checkpoint_folder):
+    latest = tf.train.latest_checkpoint(str(checkpoint_folder))
+    return -1 if latest is None else int(latest.rsplit("-", 1)[1])
+
+
+def stop_after_checkpoint(args, checkpoint_folder, min_step, signum):
+    """Starts the train script, sends `signum` once a checkpoint >= `min_step` exists.
+
+    Returns the CompletedProcess. Waiting for a checkpoint guarantees the
+    signal lands inside the training loop, not during the TensorFlow import.
+    """
+    process = subprocess.Popen([sys.executable, TRAIN_SCRIPT, *map(str, args)], cwd=ROOT,
+                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + 180
+    while latest_checkpoint_step(checkpoint_folder) < min_step:
+        if process.poll() is not None or time.monotonic() > deadline:
+            process.kill()
+            _, stderr = process.communicate()
+            pytest.fail(f"no checkpoint >= {min_step} before the run ended:\n{stderr[-3000:]}")
+        time.sleep(0.02)
+    process.send_signal(signum)
+    stdout, stderr = process.communicate(timeout=180)
+    return subprocess.CompletedProcess(process.args, process.returncode, stdout, stderr)
+
+
+def h5_arrays(path):
+    """{dataset path: array} of every array in an .h5 file."""
+    arrays = {}
+    with h5py.File(path, "r") as handle:
+        handle.visititems(lambda name, item: arrays.__setitem__(name, item[()])
+                          if isinstance(item, h5py.Dataset) else None)
+    return arrays
+
+
+def checkpoint_numbers(checkpoint_folder):
+    return sorted(int(name[len("ckpt-"):-len(".index")]) for name in os.listdir(checkpoint_folder)
+                  if name.startswith("ckpt-") and name.endswith(".index"))
+
+
+@pytest.fixture(scope="module")
+def output_root(tmp_path_factory):
+    return tmp_path_factory.mktemp("runs")
+
+
+@pytest.fixture(scope="module")
+def uninterrupted_run(data_dir, output_root):
+    completed = run_script(TRAIN_SCRIPT, *run_flags(data_dir, output_root, "straight"),
+                           timeout=300)
+    assert completed.returncode == 0, completed.stderr[-3000:]
+    return "straight"
+
+
+@pytest.fixture(scope="module")
+def stopped_twice_run(data_dir, output_root):
+    """Run "stopped": SIGINT after the first checkpoint, resumed, SIGTERM in epoch 2, resumed."""
+    checkpoints = output_root / "checkpoints" / "stopped"
+    stops = [stop_after_checkpoint(run_flags(data_dir, output_root, "stopped"), checkpoints,
+                                   CHECKPOINT_EVERY, signal.SIGINT)]
+    stops.append(stop_after_checkpoint(resume_flags(output_root, "stopped"), checkpoints,
+                                       STEPS_PER_EPOCH + CHECKPOINT_EVERY, signal.SIGTERM))
+    final = run_script(TRAIN_SCRIPT, *resume_flags(output_root, "stopped"), timeout=300)
+    assert final.returncode == 0, final.stderr[-3000:]
+    return stops, final
+
+
+def resumed_at_step(stdout):
+    match = re.search(r"resuming from \S+ckpt-(\d+) at step (\d+)", stdout)
+    assert match and match.group(1) == match.group(2), stdout[-2000:]
+    return int(match.group(2))
+
+
+def test_signals_stop_with_shell_status_and_resume_from_that_step(stopped_twice_run):
+    stops, final = stopped_twice_run
+    stopped_steps = []
+    for stop, name, expected_status in zip(stops, ("SIGINT", "SIGTERM"), (130, 143)):
+        assert "Traceback" not in stop.stderr, stop.stderr[-3000:]
+        assert stop.returncode == expected_status, stop.stderr[-3000:]
+        messages = script_messages(stop.stderr)
+        assert len(messages) == 1, stop.stderr[-3000:]
+        match = STOPPED_AT.search(messages[0])
+        assert match and match.group(1) == name, messages[0]
+        assert "--run-name stopped --resume" in messages[0]
+        stopped_steps.append(int(match.group(2)))
+    assert CHECKPOINT_EVERY <= stopped_steps[0] < TOTAL_STEPS
+    assert STEPS_PER_EPOCH + CHECKPOINT_EVERY <= stopped_steps[1] < TOTAL_STEPS
+    # Each resume starts from a checkpoint of the exact step its predecessor stopped at.
+    assert [resumed_at_step(stops[1].stdout), resumed_at_step(final.stdout)] == stopped_steps
+
+
+def test_resumed_run_counts_every_step_once(stopped_twice_run, uninterrupted_run, output_root):
+    for run in ("stopped", uninterrupted_run):
+        results = json.loads((output_root / "logs" / run / "results.json").read_text())
+        assert results["steps"] == TOTAL_STEPS
+    stopped = read_scalars(str(output_root / "logs" / "stopped"))
+    straight = read_scalars(str(output_root / "logs" / uninterrupted_run))
+    for writer, tags in stopped.items():
+        for tag, points in tags.items():
+            steps = [step for step, _ in points]
+            assert len(steps) == len(set(steps)), f"{writer} {tag} repeats a step"
+            assert steps == [step for step, _ in straight[writer][tag]], f"{writer} {tag}"
+    assert [step for step, _ in stopped["hyperparameter"]["hyperparameter/learning_rate"]] == \
+        list(range(TOTAL_STEPS))
+    assert [step for step, _ in stopped["train"]["loss/label_loss"]] == \
+        list(range(STEPS_PER_EPOCH, TOTAL_STEPS + 1, STEPS_PER_EPOCH))
+
+
+def test_resumed_deterministic_run_matches_uninterrupted(stopped_twice_run, uninterrupted_run,
+                                                         output_root):
+    stopped = h5_arrays(output_root / "checkpoints" / "stopped" / "final.weights.h5")
+    straight = h5_arrays(output_root / "checkpoints" / uninterrupted_run / "final.weights.h5")
+    assert stopped.keys() == straight.keys() and len(stopped) > 10
+    for name, array in straight.items():
+        np.testing.assert_allclose(stopped[name], array, rtol=1e-6, atol=1e-7, err_msg=name)
+    # The per-epoch training averages, restored from the checkpoint mid-epoch, match too.
+    stopped_scalars = read_scalars(str(output_root / "logs" / "stopped"))["train"]
+    straight_scalars = read_scalars(str(output_root / "logs" / uninterrupted_run))["train"]
+    for tag, points in straight_scalars.items():
+        np.testing.assert_allclose([v for _, v in stopped_scalars[tag]], [v for _, v in points],
+                                   rtol=1e-5, err_msg=tag)
+
+
+def test_checkpoints_on_disk_are_bounded_by_max_to_keep(stopped_twice_run, uninterrupted_run,
+                                                        output_root):
+    for run in ("stopped", uninterrupted_run):
+        # TOTAL_STEPS / CHECKPOINT_EVERY = 12 periodic checkpoints were written.
+        assert checkpoint_numbers(output_root / "checkpoints" / run) == \
+            [TOTAL_STEPS - CHECKPOINT_EVERY, TOTAL_STEPS]
+
+
+def test_divergence_stops_cleanly_and_last_good_checkpoint_loads(data_dir, tmp_path):
+    from config.config import DANNConfig
+    from utils.data import load_mnist_and_mnistm
+    from utils.trainer import Trainer
+
+    completed = run_script(TRAIN_SCRIPT, "--data-dir", data_dir, "--output-root", tmp_path,
+                           "--run-name", "diverges", "--learning-rate", 1e6, "--epochs", 1,
+                           "--steps-per-epoch", 30, "--batch-size", 8, "--eval-batch-size", 16,
+                           "--checkpoint-every-steps", 1, "--deterministic", "--no-progress")
+    message = assert_one_line_failure(completed, "NaN/Inf at step", "last good checkpoint: ")
+    last_good = message.split("last good checkpoint: ")[1].split(". ")[0]
+    assert os.path.exists(last_good + ".index"), message
+    assert not (tmp_path / "logs" / "diverges" / "results.json").exists()
+
+    config = DANNConfig.load(tmp_path / "config" / "diverges" / "config.json")
+    trainer = Trainer(config, *load_mnist_and_mnistm(data_dir), output_root=str(tmp_path))
+    initial = [w.numpy() for w in trainer.dann.model.trainable_weights]
+    trainer.checkpoint.restore(last_good).assert_existing_objects_matched()
+    restored = [w.numpy() for w in trainer.dann.model.trainable_weights]
+    assert trainer.step == int(last_good.rsplit("-", 1)[1]) > 0
+    assert int(trainer.diverged_at.numpy()) == -1
+    assert all(np.isfinite(w).all() for w in restored)
+    assert any(not np.array_equal(a, b) for a, b in zip(initial, restored))
