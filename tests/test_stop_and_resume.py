@@ -1,8 +1,9 @@
-"""Stopping a training run by signal or divergence, and resuming it, in real subprocesses.
+"""Stopping a training run by signal or divergence, and resuming it.
 
-One uninterrupted run and one run stopped twice (SIGINT, then SIGTERM) and
-resumed are shared by the tests below: each subprocess pays ~8 s of
-TensorFlow import, so the assertions share runs rather than repeat them.
+The signal tests run the real script in subprocesses. One uninterrupted run
+and one run stopped twice (SIGINT, then SIGTERM) and resumed are shared by
+them: each subprocess pays ~8 s of TensorFlow import, so the assertions share
+runs rather than repeat them.
 """
 import json
 import os
@@ -167,15 +168,22 @@ def test_checkpoints_on_disk_are_bounded_by_max_to_keep(stopped_twice_run, unint
             [TOTAL_STEPS - CHECKPOINT_EVERY, TOTAL_STEPS]
 
 
-def test_divergence_stops_cleanly_and_last_good_checkpoint_loads(data_dir, tmp_path):
+def test_divergence_stops_cleanly_and_last_good_checkpoint_loads(data_dir, tmp_path, capsys):
+    import train_MNIST2MNIST_M
     from config.config import DANNConfig
     from utils.data import load_mnist_and_mnistm
     from utils.trainer import Trainer
 
-    completed = run_script(TRAIN_SCRIPT, "--data-dir", data_dir, "--output-root", tmp_path,
-                           "--run-name", "diverges", "--learning-rate", 1e6, "--epochs", 1,
-                           "--steps-per-epoch", 30, "--batch-size", 8, "--eval-batch-size", 16,
-                           "--checkpoint-every-steps", 1, "--deterministic", "--no-progress")
+    # In-process, to spare one TensorFlow import: the script handles divergence
+    # inside main() itself, so the exit status and stderr are the shell's.
+    argv = ["--data-dir", data_dir, "--output-root", str(tmp_path), "--run-name", "diverges",
+            "--learning-rate", "1e6", "--epochs", "1", "--steps-per-epoch", "30",
+            "--batch-size", "8", "--eval-batch-size", "16", "--checkpoint-every-steps", "1",
+            "--no-progress"]
+    with pytest.raises(SystemExit) as exit_info:
+        train_MNIST2MNIST_M.main(argv)
+    output = capsys.readouterr()
+    completed = subprocess.CompletedProcess(argv, exit_info.value.code, output.out, output.err)
     message = assert_one_line_failure(completed, "NaN/Inf at step", "last good checkpoint: ")
     last_good = message.split("last good checkpoint: ")[1].split(". ")[0]
     assert os.path.exists(last_good + ".index"), message
