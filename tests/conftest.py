@@ -116,3 +116,25 @@ def code_running_pickle(marker):
     """Bytes of a dataset-shaped pickle whose loading would create the file `marker`."""
     return pickle.dumps({"train": _WritesMarker(marker), "train_label": [0]}, protocol=4)
 
+
+@pytest.fixture(scope="session")
+def smoke_runs(data_dir, tmp_path_factory):
+    """An output root with two finished 2-step runs on the synthetic data, named after
+    their modes: `source_only` and `dann`. Shared by the analysis-tool tests."""
+    import train_MNIST2MNIST_M
+
+    root = str(tmp_path_factory.mktemp("runs"))
+    for mode in ("source_only", "dann"):
+        train_MNIST2MNIST_M.main(["--mode", mode, "--epochs", "1", "--steps-per-epoch", "2",
+                                  "--batch-size", "8", "--eval-batch-size", "16",
+                                  "--data-dir", data_dir, "--output-root", root,
+                                  "--run-name", mode, "--no-progress"])
+    return root
+
+
+def png_size(path):
+    """(width, height) from a PNG's header; fails unless `path` is a PNG file."""
+    with open(path, "rb") as handle:
+        header = handle.read(24)
+    assert header[:8] == b"\x89PNG\r\n\x1a\n" and header[12:16] == b"IHDR", f"{path} is not a PNG"
+    return int.from_bytes(header[16:20], "big"), int.from_bytes(header[20:24], "big")

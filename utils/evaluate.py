@@ -1,0 +1,193 @@
+"""Test-set evaluation of a trained run, MNIST -> MNIST-M.
+
+    python -m utils.evaluate --run <run> [--checkpoint PATH] [--compare-run <run>]
+
+Reports what Table 1 of Ganin & Lempitsky (2015) reports, source (MNIST test)
+and target (MNIST-M test) accuracy, plus per-class target accuracy, the target
+confusion matrix, the accuracy of the trained domain classifier G_d on both
+test sets, and the proxy A-distance d_A = 2 (1 - 2 eps) of Ben-David et al.
+(2007), which the journal version of the paper (Ganin et al., JMLR 2016) uses
+to show that DANN features make the domains harder to tell apart: eps is the
+held-out error of a fresh linear classifier trained to separate frozen G_f
+features of MNIST test images from those of MNIST-M test images.
+
+Target labels are used only for reporting, never to fit anything.
+Writes logs/<run>/evaluation.json and logs/<run>/confusion_matrix.png.
+"""
+import os
+
+import numpy as np
+
+from utils.io import ArgumentParser, UserError, atomic_write_json, run_main
+from utils.runs import apply_in_batches, find_run, load_run, load_test_sets
+
+
+def parse_args(argv=None):
+    parser = ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--run", required=True, help="run to evaluate, as given to --run-name")
+    parser.add_argument("--checkpoint",
+                        help="weights to evaluate instead of the run's final ones: a .weights.h5 "
+                             "file or a checkpoint prefix such as checkpoints/<run>/ckpt-1000")
+    parser.add_argument("--compare-run",
+                        help="a second run (usually source_only) evaluated the same way and "
+                             "shown side by side")
+    parser.add_argument("--output-root", default=".",
+                        help="folder holding logs/, checkpoints/ and config/ (default: .)")
+    parser.add_argument("--data-dir", help="dataset folder (default: the one in the run's config)")
+    parser.add_argument("--seed", type=int, default=0,
+                        help="seed of the half/half split for the proxy A-distance (default: 0)")
+    return parser.parse_args(argv)
+
+
+def proxy_a_distance(source_features, target_features, seed):
+    """d_A = 2 (1 - 2 eps), eps the held-out error of a fresh linear domain classifier.
+
+    Each domain's features are split in half with `seed`; the classifier
+    (logistic regression on standardized features) is fit on one half of
+    both and eps is measured on the other.
+    """
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.model_selection import train_test_split
+    from sklearn.pipeline import make_pipeline
+    from sklearn.preprocessing import StandardScaler
+
+    features = np.concatenate([source_features, target_features])
+    domains = np.concatenate([np.zeros(len(source_features)), np.ones(len(target_features))])
+    # Stratifying by domain splits each test set into halves rather than the union.
+    train_x, test_x, train_y, test_y = train_test_split(
+        features, domains, test_size=0.5, random_state=seed, stratify=domains)
+    probe = make_pipeline(StandardScaler(), LogisticRegression(max_iter=2000))
+    probe.fit(train_x, train_y)
+    error = float(np.mean(probe.predict(test_x) != test_y))
+    return {"proxy_a_distance": 2.0 * (1.0 - 2.0 * error), "domain_probe_error": error,
+            "domain_probe_train_size": len(train_y), "domain_probe_test_size": len(test_y)}
+
+
+def predict(dann, images, batch_size):
+    """Frozen G_f features, predicted classes and G_d's domain logits of `images`."""
+    features = apply_in_batches(dann.feature_extractor, images, batch_size)
+    classes = np.argmax(apply_in_batches(dann.label_classifier, features, batch_size), axis=1)
+    domain_logits = apply_in_batches(dann.domain_classifier, features, batch_size)[:, 0]
+    return features, classes, domain_logits
+
+
+def evaluate_run(run, test_sets, output_root=".", checkpoint=None, seed=0):
+    """Evaluates `run` on ((MNIST images, labels), (MNIST-M images, labels)).
+
+    Writes evaluation.json and confusion_matrix.png into logs/<run>/ and
+    returns the evaluation dict.
+    """
+    from sklearn.metrics import confusion_matrix
+
+    config, dann = load_run(run, output_root, checkpoint)
+    (source_images, source_labels), (target_images, target_labels) = test_sets
+    source_features, source_classes, source_domain_logits = predict(
+        dann, source_images, config.eval_batch_size)
+    target_features, target_classes, target_domain_logits = predict(
+        dann, target_images, config.eval_batch_size)
+
+    classes = list(range(config.num_classes))
+    target_confusion = confusion_matrix(target_labels, target_classes, labels=classes)
+    per_class_totals = target_confusion.sum(axis=1)
+    # G_d predicts MNIST-M (domain 1) for a positive logit.
+    source_domain_correct = source_domain_logits <= 0
+    target_domain_correct = target_domain_logits > 0
+    evaluation = {
+        "run": run,
+        "mode": config.mode,
+        "weights": find_run(run, output_root, checkpoint)[1],
+        "source_accuracy": float(np.mean(source_classes == source_labels)),
+        "target_accuracy": float(np.mean(target_classes == target_labels)),
+        # None for a class absent from the test set: there is no accuracy to report.
+        "target_per_class_accuracy": {
+            str(label): (float(target_confusion[label, label] / total) if total else None)
+            for label, total in zip(classes, per_class_totals)},
+        "target_confusion_matrix": target_confusion.tolist(),
+        "domain_classifier_accuracy": {
+            "mnist_test": float(np.mean(source_domain_correct)),
+            "mnist_m_test": float(np.mean(target_domain_correct)),
+            "both": float(np.mean(np.concatenate([source_domain_correct, target_domain_correct]))),
+        },
+        "num_source_test": len(source_labels),
+        "num_target_test": len(target_labels),
+        "seed": seed,
+    }
+    evaluation.update(proxy_a_distance(source_features, target_features, seed))
+    log_dir = os.path.join(output_root, "logs", run)
+    plot_confusion_matrix(target_confusion, f"{run} ({config.mode}): MNIST-M test, accuracy "
+                                            f"{evaluation['target_accuracy']:.3f}",
+                          os.path.join(log_dir, "confusion_matrix.png"))
+    atomic_write_json(os.path.join(log_dir, "evaluation.json"), evaluation)
+    return evaluation
+
+
+def plot_confusion_matrix(confusion, title, path):
+    """Row-normalised confusion matrix with the raw counts written in each cell."""
+    from utils.figures import new_figure, save_png
+
+    figure, (axis,) = new_figure(1, panel_size=(6.0, 5.5), title=title)
+    rates = confusion / np.maximum(confusion.sum(axis=1, keepdims=True), 1)
+    image = axis.imshow(rates, cmap="Blues", vmin=0.0, vmax=1.0)
+    figure.colorbar(image, ax=axis, label="fraction of the true class")
+    for (true, predicted), count in np.ndenumerate(confusion):
+        axis.text(predicted, true, str(count), ha="center", va="center", fontsize="x-small",
+                  color="white" if rates[true, predicted] > 0.5 else "black")
+    ticks = range(len(confusion))
+    axis.set(xticks=ticks, yticks=ticks, xlabel="predicted digit", ylabel="true digit")
+    return save_png(figure, path)
+
+
+def format_report(evaluation):
+    per_class = " ".join(f"{label}:{'n/a' if value is None else f'{value:.3f}'}"
+                         for label, value in evaluation["target_per_class_accuracy"].items())
+    domain = evaluation["domain_classifier_accuracy"]
+    return "\n".join([
+        f"run {evaluation['run']} ({evaluation['mode']}), weights {evaluation['weights']}",
+        f"  source accuracy (MNIST test)    {evaluation['source_accuracy']:.4f}",
+        f"  target accuracy (MNIST-M test)  {evaluation['target_accuracy']:.4f}",
+        f"  target accuracy per class       {per_class}",
+        f"  domain classifier G_d accuracy  MNIST {domain['mnist_test']:.4f}, "
+        f"MNIST-M {domain['mnist_m_test']:.4f}, both {domain['both']:.4f}",
+        f"  proxy A-distance                {evaluation['proxy_a_distance']:.4f} "
+        f"(held-out error of a fresh linear domain classifier "
+        f"{evaluation['domain_probe_error']:.4f})",
+    ])
+
+
+def format_comparison(evaluations):
+    rows = [("", lambda e: f"{e['run']} ({e['mode']})"),
+            ("proxy A-distance", lambda e: f"{e['proxy_a_distance']:.4f}"),
+            ("linear domain probe error", lambda e: f"{e['domain_probe_error']:.4f}"),
+            ("target accuracy", lambda e: f"{e['target_accuracy']:.4f}"),
+            ("source accuracy", lambda e: f"{e['source_accuracy']:.4f}")]
+    width = max(len(fmt(e)) for _, fmt in rows for e in evaluations) + 2
+    return "\n".join(f"{name:<26}" + "".join(f"{fmt(e):>{width}}" for e in evaluations)
+                     for name, fmt in rows)
+
+
+def main(argv=None):
+    args = parse_args(argv)
+    if args.compare_run == args.run:
+        raise UserError("--compare-run names the same run as --run; pass a different run")
+    checkpoints = {args.run: args.checkpoint}
+    if args.compare_run:
+        checkpoints[args.compare_run] = None
+    # Every run must exist before the slow imports and the data load.
+    configs = {run: find_run(run, args.output_root, checkpoint)[0]
+               for run, checkpoint in checkpoints.items()}
+
+    # Both runs are scored on the same test images, those of --run's data folder.
+    test_sets = load_test_sets(configs[args.run], args.data_dir)
+    evaluations = []
+    for run, checkpoint in checkpoints.items():
+        evaluation = evaluate_run(run, test_sets, args.output_root, checkpoint, args.seed)
+        print(format_report(evaluation))
+        print(f"  wrote {os.path.join(args.output_root, 'logs', run, 'evaluation.json')} and "
+              f"confusion_matrix.png")
+        evaluations.append(evaluation)
+    if len(evaluations) > 1:
+        print(format_comparison(evaluations))
+
+
+if __name__ == "__main__":
+    run_main(main)

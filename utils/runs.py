@@ -1,0 +1,78 @@
+"""Loading a finished run for the analysis tools: the trained G_f, G_y and G_d of
+Ganin & Lempitsky (2015), Sec. 5, and the MNIST / MNIST-M test sets of Table 1.
+
+A run is what train_MNIST2MNIST_M.py leaves under an output root:
+config/<run>/config.json, checkpoints/<run>/ and logs/<run>/. Only the config is
+touched at import time, so a misspelt run name fails before TensorFlow loads.
+"""
+import os
+
+import numpy as np
+
+from config.config import DANNConfig
+from utils.io import UserError
+
+FINAL_WEIGHTS = "final.weights.h5"
+
+
+def run_config(run, output_root="."):
+    """The run's saved DANNConfig; a UserError if the run does not exist."""
+    return DANNConfig.load(os.path.join(output_root, "config", run, "config.json"))
+
+
+def find_run(run, output_root=".", checkpoint=None):
+    """(config, weights path) of `run`: its final weights, or `checkpoint`.
+
+    Raises a UserError when either is missing, so tools can check every run
+    they were given before the slow imports and the data load.
+    """
+    config = run_config(run, output_root)
+    path = checkpoint or os.path.join(output_root, "checkpoints", run, FINAL_WEIGHTS)
+    if not (os.path.isfile(path) or os.path.isfile(path + ".index")):
+        raise UserError(f"no weights at {path}; did run {run!r} finish? Pass --checkpoint with a "
+                        f".weights.h5 file or a checkpoint prefix such as "
+                        f"{os.path.join(output_root, 'checkpoints', run, 'ckpt-1000')}")
+    return config, path
+
+
+def load_run(run, output_root=".", checkpoint=None):
+    """(config, dann) of `run`, with its final weights or those of `checkpoint`.
+
+    `checkpoint` is a Keras `.weights.h5` file or the prefix of a training
+    checkpoint (`checkpoints/<run>/ckpt-N`, as written every few steps).
+    """
+    config, path = find_run(run, output_root, checkpoint)
+
+    import tensorflow as tf
+
+    from model import build_dann
+
+    dann = build_dann(config.input_shape, config.num_classes)
+    try:
+        if path.endswith(".weights.h5"):
+            dann.model.load_weights(path)
+        else:
+            tf.train.Checkpoint(model=dann.model).restore(path).assert_existing_objects_matched()
+    except (ValueError, OSError, AssertionError, tf.errors.OpError) as error:
+        raise UserError(f"cannot load {path} into the model of run {run!r} "
+                        f"({type(error).__name__}); is it a checkpoint of this run?") from None
+    return config, dann
+
+
+def load_test_sets(config, data_dir=None):
+    """(MNIST, MNIST-M) test images and labels as (images, labels) pairs.
+
+    The pickles call the test split `val`. `data_dir` overrides the folder
+    saved in the run's config.
+    """
+    from utils.data import load_mnist_and_mnistm
+
+    mnist, mnist_m = load_mnist_and_mnistm(data_dir or config.data_dir, config.input_shape,
+                                           config.num_classes)
+    return (mnist["val"], mnist["val_label"]), (mnist_m["val"], mnist_m["val_label"])
+
+
+def apply_in_batches(model, inputs, batch_size):
+    """`model(inputs)` in inference mode as one NumPy array, `batch_size` rows at a time."""
+    return np.concatenate([np.asarray(model(inputs[start:start + batch_size], training=False))
+                           for start in range(0, len(inputs), batch_size)])
