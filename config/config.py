@@ -5,11 +5,20 @@ Backpropagation", ICML 2015 (Sec. 5.2.2), except where listed here.
 
 Deviations from the paper, and why:
   * Training length: the paper does not state one for MNIST -> MNIST-M; the
-    default here (`epochs` x `steps_per_epoch`) was chosen so that one run fits
-    in about five minutes on a 2-core CPU (see README, "Results").
+    default (6 epochs x 1875 steps = 11,250 updates) was chosen so that one
+    run fits in about six minutes on a 2-core CPU (see README, "Results").
+  * Batch: 32 source + 32 target images per step instead of the paper's
+    64 + 64. Within a fixed time budget the number of updates mattered more
+    than their size: measured here, 32 + 32 for 11,250 steps reached 0.713
+    MNIST-M accuracy where 64 + 64 for 7,496 steps (the same wall time)
+    reached 0.65-0.70. Pass `--batch-size 128` for the paper's batch.
   * Input normalisation: images are scaled to [0, 1] and the per-channel pixel
     mean of the union of both training sets is subtracted (the paper says only
     "mean-subtracted"). Target images are used unlabelled, as in the method.
+  * The domain loss L_d is averaged within each domain and the two means are
+    added, as in Eq. 9 of the JMLR version (the ICML objective sums over
+    examples, which weights L_d the same way relative to L_y). Its chance
+    level is therefore 2 ln 2 = 1.386.
   * `source_only` keeps training the domain head behind a gradient-reversal
     coefficient of 0, so the features get no domain gradient (the paper's
     source-only baseline) while the domain accuracy still reports how
@@ -44,7 +53,7 @@ class DANNConfig:
       grl_gamma: gamma of the adaptation schedule
         lambda_p = 2 / (1 + exp(-gamma * p)) - 1 (Sec. 5.2.2).
       batch_size: images per step, half source and half target (64 + 64 in the
-        paper; the original TF2 repository used 256). Must be even.
+        paper, 128 + 128 in the original TF2 repository). Must be even.
       input_shape: image height, width and channels.
       num_classes: number of digit classes.
       epochs: number of epochs.
@@ -70,10 +79,10 @@ class DANNConfig:
     lr_beta: float = 0.75
     momentum: float = 0.9
     grl_gamma: float = 10.0
-    batch_size: int = 128
+    batch_size: int = 64
     input_shape: Tuple[int, int, int] = (28, 28, 3)
     num_classes: int = 10
-    epochs: int = 16
+    epochs: int = 6
     steps_per_epoch: Optional[int] = None
     seed: int = 42
     data_dir: str = "model_data/dataset"

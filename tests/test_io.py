@@ -52,9 +52,9 @@ def test_interrupted_write_leaves_previous_file_and_no_temp(had_previous_file, t
     if had_previous_file:
         atomic_write_json(target, {"steps": 1})
     previous = target.read_bytes() if had_previous_file else None
-    real_fdopen = os.fdopen
-    monkeypatch.setattr(io_utils.os, "fdopen", lambda *args, **kwargs:
-                        _HalfWriteThenInterrupt(real_fdopen(*args, **kwargs)))
+    # Shadow the builtin `open` inside utils.io only.
+    monkeypatch.setattr(io_utils, "open", lambda *args, **kwargs:
+                        _HalfWriteThenInterrupt(open(*args, **kwargs)), raising=False)
     with pytest.raises(KeyboardInterrupt):
         atomic_write_json(target, {"steps": 2, "padding": "x" * 10000})
     monkeypatch.undo()

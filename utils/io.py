@@ -40,25 +40,35 @@ def ensure_writable_dir(path):
     return path
 
 
-def atomic_write_bytes(path, data):
-    """Writes `data` to `path` through a temporary file and a rename.
+def atomic_save(path, save):
+    """Calls `save(tmp_path)` beside `path`, then renames the result onto `path`.
 
     A crash or Ctrl-C mid-write leaves the previous file (or none) at `path`,
-    never a truncated one.
+    never a truncated one, and no temporary file behind. The temporary name
+    keeps `path`'s suffix (Keras insists on `.weights.h5`).
     """
     folder = os.path.dirname(os.path.abspath(path))
     ensure_writable_dir(folder)
     handle, tmp_path = tempfile.mkstemp(dir=folder, prefix=".tmp-", suffix=os.path.basename(path))
+    os.close(handle)
     try:
-        with os.fdopen(handle, "wb") as tmp:
-            tmp.write(data)
-            tmp.flush()
-            os.fsync(tmp.fileno())
+        save(tmp_path)
         os.replace(tmp_path, path)
     except BaseException:
         if os.path.exists(tmp_path):
             os.remove(tmp_path)
         raise
+
+
+def atomic_write_bytes(path, data):
+    """Writes `data` to `path` atomically (see `atomic_save`), synced to disk."""
+    def write(tmp_path):
+        with open(tmp_path, "wb") as tmp:
+            tmp.write(data)
+            tmp.flush()
+            os.fsync(tmp.fileno())
+
+    atomic_save(path, write)
 
 
 def atomic_write_text(path, text):

@@ -22,7 +22,7 @@ from model import build_dann
 from utils import schedules
 from utils.data import pixel_mean
 from utils.pipeline import make_train_dataset
-from utils.io import UserError, atomic_write_json, ensure_writable_dir
+from utils.io import UserError, atomic_save, atomic_write_json, ensure_writable_dir
 from utils.summaries import create_writers, format_epoch_line, write_scalars
 
 # Exit status of a run stopped by a signal, as a shell reports it (128 + signal number).
@@ -369,7 +369,8 @@ class Trainer:
         return validation
 
     def _finish(self, validation, wall_seconds, train_seconds, timed_steps):
-        self.dann.model.save_weights(os.path.join(self.dirs["checkpoints"], "final.weights.h5"))
+        atomic_save(os.path.join(self.dirs["checkpoints"], "final.weights.h5"),
+                    self.dann.model.save_weights)
         results = {
             "mode": self.config.mode,
             "seed": self.config.seed,
