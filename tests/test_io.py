@@ -61,3 +61,12 @@ def test_interrupted_write_leaves_previous_file_and_no_temp(had_previous_file, t
     assert os.listdir(tmp_path) == (["results.json"] if had_previous_file else [])
     if had_previous_file:
         assert target.read_bytes() == previous
+
+
+def test_atomic_write_gives_the_permissions_open_would(tmp_path):
+    umask = os.umask(0o022)
+    try:
+        atomic_write_json(tmp_path / "results.json", {"steps": 1})
+    finally:
+        os.umask(umask)
+    assert (tmp_path / "results.json").stat().st_mode & 0o777 == 0o644

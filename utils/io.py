@@ -24,7 +24,9 @@ class ArgumentParser(argparse.ArgumentParser):
     """argparse whose flag errors are UserErrors: one line, not the full usage block."""
 
     def error(self, message):
-        raise UserError(f"{message}; see `python {self.prog} --help`")
+        spec = getattr(sys.modules["__main__"], "__spec__", None)
+        command = f"-m {spec.name}" if spec and spec.name != "__main__" else self.prog
+        raise UserError(f"{message}; see `python {command} --help`")
 
 
 def ensure_writable_dir(path):
@@ -51,6 +53,10 @@ def atomic_save(path, save):
     ensure_writable_dir(folder)
     handle, tmp_path = tempfile.mkstemp(dir=folder, prefix=".tmp-", suffix=os.path.basename(path))
     os.close(handle)
+    # mkstemp makes the file private (0600); give it the permissions open() would.
+    umask = os.umask(0)
+    os.umask(umask)
+    os.chmod(tmp_path, 0o666 & ~umask)
     try:
         save(tmp_path)
         os.replace(tmp_path, path)
