@@ -17,8 +17,8 @@ def test_paper_defaults():
     assert (config.learning_rate, config.lr_alpha, config.lr_beta) == (0.01, 10.0, 0.75)
     assert (config.momentum, config.grl_gamma) == (0.9, 10.0)
     assert config.input_shape == (28, 28, 3)
-    # The batch is the documented deviation: 32 + 32, one pass over MNIST per epoch.
-    assert config.batch_size == 64 and config.steps_per_epoch == 60000 // 32
+    # The batch is the documented deviation: 8 + 8, one pass over MNIST per epoch.
+    assert config.batch_size == 16 and config.steps_per_epoch == 60000 // 8
 
 
 def test_every_field_overrides_and_save_round_trips(tmp_path):
