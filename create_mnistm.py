@@ -21,7 +21,7 @@ import zlib
 import cv2
 import numpy as np
 
-from utils.data import MNIST_M_PICKLE, MNIST_PICKLE
+from utils.data import MNIST_M_PICKLE, MNIST_PICKLE, pixel_mean
 from utils.io import (ArgumentParser, UserError, atomic_write_bytes, atomic_write_pickle,
                       ensure_writable_dir, run_main)
 
@@ -216,9 +216,9 @@ def main(argv=None):
     for name, data, sub in (("MNIST", mnist, MNIST_PICKLE), ("MNIST-M", mnist_m, MNIST_M_PICKLE)):
         path = os.path.join(args.out_dir, sub)
         atomic_write_pickle(path, data)
-        mean = data["train"].reshape(-1, 3).mean(axis=0) / 255.0
+        mean = pixel_mean(data["train"])
         print(f"{name}: train {data['train'].shape}, val {data['val'].shape}, "
-              f"pixel mean (RGB, train) {np.round(mean, 4).tolist()} -> {path}")
+              f"pixel mean (RGB, train) {[round(float(v), 4) for v in mean]} -> {path}")
     print(f"{len(backgrounds)} BSDS500 backgrounds, seed {args.seed}")
 
 

@@ -67,12 +67,10 @@ def atomic_save(path, save):
 
 
 def atomic_write_bytes(path, data):
-    """Writes `data` to `path` atomically (see `atomic_save`), synced to disk."""
+    """Writes `data` to `path` atomically (see `atomic_save`)."""
     def write(tmp_path):
         with open(tmp_path, "wb") as tmp:
             tmp.write(data)
-            tmp.flush()
-            os.fsync(tmp.fileno())
 
     atomic_save(path, write)
 
@@ -86,5 +84,11 @@ def atomic_write_json(path, obj):
 
 
 def atomic_write_pickle(path, obj):
-    # Protocol 4 and sorted dict order keep the bytes identical for identical data.
-    atomic_write_bytes(path, pickle.dumps(obj, protocol=4))
+    """Pickles `obj` to `path` atomically, streaming rather than building the bytes first."""
+    def write(tmp_path):
+        with open(tmp_path, "wb") as tmp:
+            # Protocol 4 keeps the original repository's readers working, and
+            # identical data give identical bytes.
+            pickle.dump(obj, tmp, protocol=4)
+
+    atomic_save(path, write)
