@@ -1,7 +1,6 @@
 import argparse
 import json
 
-import pytest
 
 from config.config import DANNConfig, add_config_arguments, config_from_args
 

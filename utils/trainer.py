@@ -8,7 +8,6 @@ turns the domain gradient reaching the features into -lambda * dL_d/dtheta_f
 
 Deviations from the paper are listed in config/config.py.
 """
-import json
 import os
 import signal
 import time
