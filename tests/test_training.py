@@ -70,3 +70,27 @@ def test_source_only_keeps_lambda_at_zero(data_dir, tmp_path):
     assert float(trainer.dann.gradient_reversal.grl_lambda.numpy()) == 0.0
     after = [w.numpy() for w in trainer.dann.feature_extractor.trainable_weights]
     assert any(not np.array_equal(a, b) for a, b in zip(before, after))
+
+
+def test_losses_are_source_mean_label_loss_plus_batch_mean_domain_loss(data_dir, tmp_path):
+    import tensorflow as tf
+
+    trainer = Trainer(tiny_config(data_dir), *load_mnist_and_mnistm(data_dir), output_root=str(tmp_path))
+    labelled, labels, unlabelled = (tf.constant(a[:4]) for a in trainer.train_images)
+    labels = tf.cast(labels, tf.int32)
+    dann = trainer.dann
+    dann.gradient_reversal.grl_lambda.assign(0.5)
+    gradients, finite = trainer.strategy.run(trainer._replica_gradients,
+                                             args=(labelled, labels, unlabelled))
+    with tf.GradientTape() as tape:
+        features = dann.feature_extractor(tf.concat([labelled, unlabelled], 0), training=True)
+        label_loss = tf.reduce_mean(tf.nn.sparse_softmax_cross_entropy_with_logits(
+            labels, dann.label_classifier(features[:4], training=True)))
+        domain_loss = tf.reduce_mean(tf.nn.sigmoid_cross_entropy_with_logits(
+            tf.constant([0.0] * 4 + [1.0] * 4), dann.domain_classifier(features, training=True)[:, 0]))
+        total_loss = label_loss + domain_loss
+    expected = tape.gradient(total_loss, dann.model.trainable_variables)
+    assert bool(finite)
+    for variable, got, want in zip(dann.model.trainable_variables, gradients, expected):
+        np.testing.assert_allclose(got.numpy(), want.numpy(), rtol=1e-4, atol=1e-6,
+                                   err_msg=variable.path)

@@ -70,8 +70,7 @@ class EpochMetrics(tf.Module):
     def result(self):
         sums = {name: float(variable.numpy()) for name, variable in self.sums.items()}
         label_loss = sums["label_loss"] / max(sums["label_count"], 1.0)
-        # Eq. 9 sums the source mean and the target mean of L_d; the halves are equal.
-        domain_loss = 2.0 * sums["domain_loss"] / max(sums["domain_count"], 1.0)
+        domain_loss = sums["domain_loss"] / max(sums["domain_count"], 1.0)
         return {
             "loss/label_loss": label_loss,
             "loss/domain_loss": domain_loss,
@@ -174,13 +173,14 @@ class Trainer:
             domain_logits = dann.domain_classifier(features, training=True)[:, 0]
             label_losses = tf.nn.sparse_softmax_cross_entropy_with_logits(labels, class_logits)
             domain_losses = tf.nn.sigmoid_cross_entropy_with_logits(domain_labels, domain_logits)
-            # Scaled by the global batch, so replicas' gradients sum to the batch mean.
-            # L_d is averaged within each domain and the two means are added (Eq. 9):
-            # with equal halves that is the sum over the batch divided by half of it.
+            # L_y is the mean over the labelled half and L_d the mean over the whole
+            # batch, as the authors' Caffe code normalises them (config/config.py says
+            # why not Eq. 9's source mean plus target mean). Dividing by the global
+            # batch makes the replicas' gradients sum to those means.
             label_loss = tf.nn.compute_average_loss(label_losses,
                                                     global_batch_size=self.half_batch)
             domain_loss = tf.nn.compute_average_loss(domain_losses,
-                                                     global_batch_size=self.half_batch)
+                                                     global_batch_size=self.config.batch_size)
             total_loss = label_loss + domain_loss
         gradients = tape.gradient(total_loss, dann.model.trainable_variables)
         finite = tf.logical_and(tf.math.is_finite(total_loss),
@@ -248,8 +248,8 @@ class Trainer:
         target = self.evaluate_domain(self.mnist_m["val"], self.mnist_m["val_label"], 1.0)
         source = self.evaluate_domain(self.mnist["val"], self.mnist["val_label"], 0.0)
         n_target, n_source = len(self.mnist_m["val"]), len(self.mnist["val"])
-        domain_loss = target[2] + source[2]  # per-domain means added, as in Eq. 9
-        domain_acc = (target[3] * n_target + source[3] * n_source) / (n_target + n_source)
+        # Domain metrics are means over both test sets pooled, like L_d in training.
+        domain_loss, domain_acc = (target[2:] * n_target + source[2:] * n_source) / (n_target + n_source)
         return {
             "loss/label_loss": target[0],
             "loss/domain_loss": domain_loss,
