@@ -24,9 +24,8 @@ Deviations from the paper, and why:
     over the whole batch, source and target images together. That is how
     the authors' released Caffe code normalises the two losses (the Office
     example of their gradient-reversal branch of Caffe, which also scales
-    L_d by 0.1 there). Eq. 9 as written, source
-    mean plus target mean of L_d, weights L_d twice as much relative to L_y,
-    and measured worse here (final-step MNIST-M accuracy, Eq. 9 -> whole-batch
+    L_d by 0.1 there). Eq. 9 as written, source mean plus target mean of L_d,
+    weights L_d twice as much relative to L_y, and measured worse here (final-step MNIST-M accuracy, Eq. 9 -> whole-batch
     mean): B=128, E=8, seed 42: 0.652 -> 0.700; B=16, seed 42: 0.761 -> 0.763;
     B=16, seed 100: 0.774 -> 0.793. The chance level of L_d is ln 2 = 0.693.
   * `source_only` keeps training the domain head behind a gradient-reversal
