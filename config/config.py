@@ -37,13 +37,21 @@ import argparse
 import dataclasses
 import json
 import os
+import re
 from typing import Optional, Tuple
 
 from utils.io import UserError, atomic_write_json, atomic_write_text
 
 MODES = ("dann", "source_only", "target_only")
+INPUT_NORMALISATIONS = ("mean", "instance")
 STRATEGIES = ("default", "mirrored")
 MNIST_TRAIN_SIZE = 60000
+
+
+# Values of fields added after the first release, for configs saved without them:
+# those runs used mean subtraction, no held-out split and no recipe components.
+LEGACY_VALUES = {"recipe": "none", "input_norm": "mean", "target_val_size": 0,
+                 "ema_decay": 0.0, "entropy_weight": 0.0, "source_val_size": 0}
 
 
 @dataclasses.dataclass
@@ -65,7 +73,8 @@ class DANNConfig:
         paper, 128 + 128 in the original TF2 repository). Must be even.
       input_shape: image height, width and channels.
       num_classes: number of digit classes.
-      epochs: number of epochs.
+      epochs: number of epochs, each of steps_per_epoch updates (with a fixed
+        steps_per_epoch the batch size does not change the number of updates).
       steps_per_epoch: optimisation steps per epoch; None means one pass over
         the MNIST training set (60000 / (batch_size / 2) steps).
       seed: seeds Python, NumPy, TensorFlow and the input pipeline.
@@ -80,6 +89,40 @@ class DANNConfig:
       deterministic: turn on TensorFlow op determinism (bit-exact resume).
       strategy: `default` (one device) or `mirrored` (tf.distribute over all
         visible devices).
+      recipe: the named group of field values the run starts from (documented
+        in config/recipes.py); any other flag given beside it overrides the
+        recipe's value for that field.
+      input_norm: `mean` (scale to [0, 1], subtract the per-channel pixel mean
+        of both training sets: the paper's "mean-subtracted" input) or
+        `instance` (standardise each image's channels: Shu et al., ICLR 2018).
+      target_val_size: labelled MNIST-M images held out of MNIST-M train (and
+        out of the unlabelled pool) to choose recipe settings on; 0 disables.
+      target_val_seed: seed of that split; fixed across runs so all are judged
+        on the same images.
+      source_val_size: labelled MNIST images held out of MNIST train (seeded by
+        target_val_seed, never trained on in any mode) for the label-free model
+        selection validators logged at every validation point
+        (utils/validators.py, `python -m utils.select`); at most an eighth of
+        MNIST train; 0 disables them.
+      ema_decay: decay of an exponential moving average of the weights that is
+        evaluated and saved instead of the raw weights (utils/weight_average.py);
+        0 disables.
+      entropy_weight: weight of the target conditional-entropy loss
+        (utils/target_entropy.py, Grandvalet & Bengio 2004); 0 disables.
+      entropy_start: training progress p in [0, 1) at which that weight starts
+        to ramp up.
+      eval_every_steps: steps between validation points (TensorBoard
+        `validation/`); None means total_steps // 20, i.e. 20 points. The end
+        of the run is always evaluated.
+      eval_subset: images per test set at the intermediate validation points
+        (a fixed, seeded subset; 0 means the whole sets). The final point always
+        uses the whole sets.
+      domain_loss_weight: L_d is this times the mean domain loss over the whole
+        batch: 1 is how the authors' Caffe code normalises it, 2 is Eq. 9 as
+        printed (source mean plus target mean).
+      steps_per_call: updates run by one call of the compiled training loop;
+        more amortise the per-call overhead, and a stop signal waits for at
+        most this many updates. Does not change what is computed.
     """
 
     mode: str = "dann"
@@ -88,11 +131,11 @@ class DANNConfig:
     lr_beta: float = 0.75
     momentum: float = 0.9
     grl_gamma: float = 10.0
-    batch_size: int = 16
+    batch_size: int = 64
     input_shape: Tuple[int, int, int] = (28, 28, 3)
     num_classes: int = 10
     epochs: int = 4
-    steps_per_epoch: Optional[int] = None
+    steps_per_epoch: Optional[int] = 8000
     seed: int = 42
     data_dir: str = "model_data/dataset"
     run_name: Optional[str] = None
@@ -102,10 +145,24 @@ class DANNConfig:
     eval_batch_size: int = 2000
     deterministic: bool = False
     strategy: str = "default"
+    recipe: str = "default"
+    input_norm: str = "instance"
+    target_val_size: int = 1000
+    target_val_seed: int = 0
+    source_val_size: int = 1000
+    ema_decay: float = 0.0
+    entropy_weight: float = 0.0
+    entropy_start: float = 0.5
+    eval_every_steps: Optional[int] = None
+    eval_subset: int = 2000
+    domain_loss_weight: float = 1.0
+    steps_per_call: int = 10
 
     def __post_init__(self):
         if self.steps_per_epoch is None and isinstance(self.batch_size, int) and self.batch_size > 1:
             self.steps_per_epoch = MNIST_TRAIN_SIZE // (self.batch_size // 2)
+        if self.eval_every_steps is None and self.steps_per_epoch and self.epochs > 0:
+            self.eval_every_steps = max(self.total_steps // 20, 1)
         self.input_shape = tuple(self.input_shape)
         self.validate()
 
@@ -131,12 +188,28 @@ class DANNConfig:
             raise UserError(f"batch_size must be even to split into source and target halves, "
                             f"got {self.batch_size}; pass e.g. --batch-size {self.batch_size + 1}")
         for name in ("learning_rate", "epochs", "steps_per_epoch", "log_every_steps",
-                     "checkpoint_every_steps", "max_to_keep", "eval_batch_size", "num_classes"):
+                     "checkpoint_every_steps", "max_to_keep", "eval_batch_size", "num_classes",
+                     "eval_every_steps", "steps_per_call"):
             require_positive(name)
+        for name in ("lr_alpha", "lr_beta", "grl_gamma", "target_val_size", "entropy_weight",
+                     "domain_loss_weight",
+                     "eval_subset", "source_val_size"):
+            if getattr(self, name) < 0:
+                raise UserError(f"{name} must be >= 0, got {getattr(self, name)}; pass "
+                                f"--{name.replace('_', '-')} with a value >= 0")
         if not 0 <= self.momentum < 1:
             raise UserError(f"momentum must be in [0, 1), got {self.momentum}")
+        if not 0 <= self.ema_decay < 1:
+            raise UserError(f"ema_decay must be in [0, 1), got {self.ema_decay}; 0 turns it off")
+        if not 0 <= self.entropy_start < 1:
+            raise UserError(f"entropy_start must be in [0, 1), got {self.entropy_start}")
+        if self.input_norm not in INPUT_NORMALISATIONS:
+            raise UserError(f"unknown input_norm {self.input_norm!r}; use one of "
+                            f"{', '.join(INPUT_NORMALISATIONS)}")
         if len(self.input_shape) != 3 or min(self.input_shape) <= 0:
             raise UserError(f"input_shape must be three positive integers, got {self.input_shape}")
+        if self.run_name is not None:
+            check_run_name(self.run_name)
 
     def to_dict(self):
         return dataclasses.asdict(self)
@@ -162,7 +235,22 @@ class DANNConfig:
         unknown = sorted(set(items) - known)
         if unknown:
             raise UserError(f"{path} has unknown keys {unknown}")
-        return cls(**items)
+        # A run saved before a field existed was trained as the field's value here says.
+        return cls(**{**LEGACY_VALUES, **items})
+
+
+def check_run_name(name):
+    """Raises UserError unless `name` is a relative path without `..` (issue 10).
+
+    logs/<run>, checkpoints/<run> and config/<run> are joined under the output
+    root; an absolute name or a `..` component would put them elsewhere.
+    """
+    parts = str(name).replace("\\", "/").split("/")
+    if not str(name).strip() or os.path.isabs(name) or ".." in parts \
+            or all(part in ("", ".") for part in parts):
+        raise UserError(f"run name {name!r} must stay inside the output root: a relative name "
+                        "without '..', e.g. --run-name my_run (use --output-root to choose "
+                        "where runs go)")
 
 
 def _parse_bool(text):
@@ -182,7 +270,12 @@ def _parse_shape(text):
 
 
 def _parse_optional_int(text):
-    return None if text.lower() == "none" else int(text)
+    if text.lower() == "none":
+        return None
+    try:
+        return int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected an integer or none, got {text!r}") from None
 
 
 _PARSERS = {
@@ -191,20 +284,107 @@ _PARSERS = {
 }
 
 
+def attribute_docs(docstring):
+    """{name: description} from the Google-style `Attributes:` section of `docstring`.
+
+    An entry is a `name: text` line at the section's indentation; more deeply
+    indented lines continue it. The section ends at the first line indented
+    less than its entries (or the end). Descriptions are joined onto one line.
+    """
+    lines = docstring.expandtabs().splitlines()
+    try:
+        start = next(i for i, line in enumerate(lines) if line.strip() == "Attributes:")
+    except StopIteration:
+        return {}
+    docs, name, indent = {}, None, None
+    for line in lines[start + 1:]:
+        if not line.strip():
+            continue
+        depth = len(line) - len(line.lstrip())
+        if indent is None:
+            indent = depth
+        if depth < indent:
+            break
+        match = re.match(r"(\w+): (.*)", line.strip()) if depth == indent else None
+        if match:
+            name = match.group(1)
+            docs[name] = match.group(2)
+        elif name is not None:
+            docs[name] += " " + line.strip()
+    return docs
+
+
+# The help of every train-script flag, taken from DANNConfig's docstring so the
+# text exists once.
+FIELD_DOCS = attribute_docs(DANNConfig.__doc__)
+
+
+def _choices():
+    from config.recipes import RECIPES
+
+    return {"mode": MODES, "strategy": STRATEGIES, "input_norm": INPUT_NORMALISATIONS,
+            "recipe": tuple(RECIPES)}
+
+
+def _show(value):
+    """A default as the user would type it on the command line."""
+    if isinstance(value, tuple):
+        return ",".join(map(str, value))
+    if isinstance(value, bool):
+        return str(value).lower()
+    return str(value)
+
+
+def flag_defaults():
+    """Each field's default as a run without flags gets it: the default recipe's
+    value where it sets one, else the DANNConfig field default (None = derived)."""
+    from config.recipes import recipe_fields
+
+    defaults = {field.name: field.default for field in dataclasses.fields(DANNConfig)}
+    defaults.update(recipe_fields("default"))
+    return defaults
+
+
+def field_help(name, default, choices=()):
+    """One help line: the attribute's description, its default and allowed values."""
+    # An undocumented field still gets a flag (tests/test_cli.py fails on it instead).
+    text = FIELD_DOCS.get(name, name.replace("_", " ")).rstrip(".")
+    extra = f"default: {_show(default)}"
+    if choices:
+        extra += f"; one of: {', '.join(choices)}"
+    # argparse %-formats help strings.
+    return f"{text} ({extra})".replace("%", "%%")
+
+
 def add_config_arguments(parser):
-    """Adds one `--field-name` flag per DANNConfig field (default: the config's)."""
+    """Adds one `--field-name` flag per DANNConfig field, with help from its docstring.
+
+    The flags' own defaults stay None, so config_from_args can tell a flag
+    given from one left out (the recipe fills those); the help shows the value
+    a run without the flag gets. Allowed values are listed, not enforced here:
+    DANNConfig.validate names the bad value in one line.
+    """
+    defaults, choices = flag_defaults(), _choices()
     for field in dataclasses.fields(DANNConfig):
         flag = "--" + field.name.replace("_", "-")
+        options = choices.get(field.name, ())
+        help_text = field_help(field.name, defaults[field.name], options)
         if field.type is bool:
             # `--deterministic` alone means true; `--deterministic false` also works.
-            parser.add_argument(flag, type=_parse_bool, nargs="?", const=True, metavar="BOOL")
+            parser.add_argument(flag, type=_parse_bool, nargs="?", const=True, metavar="BOOL",
+                                help=help_text)
         else:
-            parser.add_argument(flag, type=_PARSERS[field.type], metavar=field.name.upper())
+            metavar = "{" + ",".join(options) + "}" if options else field.name.upper()
+            parser.add_argument(flag, type=_PARSERS[field.type], metavar=metavar, help=help_text)
 
 
 def config_from_args(args, **overrides):
-    """Builds a DANNConfig from parsed flags; flags left unset keep the defaults."""
-    values = {field.name: getattr(args, field.name) for field in dataclasses.fields(DANNConfig)
-              if getattr(args, field.name, None) is not None}
+    """Builds a DANNConfig from parsed flags: the recipe's values (--recipe, or
+    `default`), then every flag given explicitly, then `overrides`."""
+    from config.recipes import recipe_fields
+
+    values = recipe_fields(getattr(args, "recipe", None) or "default")
+    values.update({field.name: getattr(args, field.name) for field in dataclasses.fields(DANNConfig)
+                   if getattr(args, field.name, None) is not None})
     values.update(overrides)
     return DANNConfig(**values)

@@ -16,6 +16,8 @@ import utils  # noqa: E402,F401  (sets the TensorFlow environment before TF is i
 
 SHARED_DATA = os.path.join(ROOT, "..", "shared", "data")
 BSDS_TRAIN_FOLDER = "BSR/BSDS500/data/images/train/"
+# The synthetic MNIST-M train set is small: hold out this many images, not 1,000.
+SMALL_VAL_SIZE = 32
 # TensorFlow's native logger writes these to stderr before absl is set up, whatever
 # TF_CPP_MIN_LOG_LEVEL says (e.g. "I0000 00:00:17... port.cc:153] oneDNN ...").
 _TF_NATIVE_LOG_PREFIXES = ("WARNING: All log messages before absl::InitializeLog()",)
@@ -127,6 +129,7 @@ def smoke_runs(data_dir, tmp_path_factory):
     for mode in ("source_only", "dann"):
         train_MNIST2MNIST_M.main(["--mode", mode, "--epochs", "1", "--steps-per-epoch", "2",
                                   "--batch-size", "8", "--eval-batch-size", "16",
+                                  "--target-val-size", str(SMALL_VAL_SIZE),
                                   "--data-dir", data_dir, "--output-root", root,
                                   "--run-name", mode, "--no-progress"])
     return root

@@ -11,13 +11,15 @@ def parse(argv):
     return parser.parse_args(argv)
 
 
-def test_paper_defaults():
+def test_paper_schedules_and_default_recipe():
     config = DANNConfig()
     assert (config.learning_rate, config.lr_alpha, config.lr_beta) == (0.01, 10.0, 0.75)
     assert (config.momentum, config.grl_gamma) == (0.9, 10.0)
     assert config.input_shape == (28, 28, 3)
-    # The batch is the documented deviation: 8 + 8, one pass over MNIST per epoch.
-    assert config.batch_size == 16 and config.steps_per_epoch == 60000 // 8
+    # The documented deviations of the default recipe: 32 + 32, fixed length, instance norm.
+    assert config.batch_size == 64 and config.total_steps == 32000
+    assert config.input_norm == "instance" and config.target_val_size == 1000
+    assert config.eval_every_steps == 32000 // 20
 
 
 def test_every_field_overrides_and_save_round_trips(tmp_path):
@@ -34,5 +36,18 @@ def test_every_field_overrides_and_save_round_trips(tmp_path):
     assert json.loads((tmp_path / "config.json").read_text())["mode"] == "source_only"
 
 
-def test_batch_size_sets_default_steps_per_epoch():
-    assert config_from_args(parse(["--batch-size", "256"])).steps_per_epoch == 60000 // 128
+def test_batch_size_leaves_the_number_of_updates_alone():
+    assert config_from_args(parse(["--batch-size", "256"])).total_steps == 32000
+    # steps_per_epoch=None still means one pass over MNIST per epoch.
+    assert DANNConfig(batch_size=256, steps_per_epoch=None).steps_per_epoch == 60000 // 128
+
+
+def test_old_configs_load_with_the_settings_they_were_trained_with(tmp_path):
+    fields = DANNConfig(input_norm="mean").to_dict()
+    for name in ("recipe", "input_norm", "target_val_size", "target_val_seed", "ema_decay",
+                 "entropy_weight", "entropy_start", "eval_every_steps", "eval_subset"):
+        del fields[name]
+    (tmp_path / "config.json").write_text(json.dumps(fields))
+    config = DANNConfig.load(tmp_path / "config.json")
+    assert config.input_norm == "mean" and config.target_val_size == 0
+    assert config.ema_decay == 0 and config.entropy_weight == 0

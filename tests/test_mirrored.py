@@ -25,7 +25,7 @@ mnist, mnist_m = load_mnist_and_mnistm(data_dir)
 weights, results = {}, {}
 for strategy in ("default", "mirrored"):
     config = DANNConfig(strategy=strategy, run_name=strategy, data_dir=data_dir, epochs=1,
-                        steps_per_epoch=4, batch_size=16, eval_batch_size=32)
+                        steps_per_epoch=4, batch_size=16, eval_batch_size=32, target_val_size=32)
     keras.utils.set_random_seed(config.seed)
     trainer = Trainer(config, mnist, mnist_m, output_root=output_root)
     results[strategy] = trainer.fit(show_progress=False)

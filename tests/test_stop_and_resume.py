@@ -18,7 +18,8 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from tests.conftest import ROOT, assert_one_line_failure, run_script, script_messages
+from tests.conftest import (ROOT, SMALL_VAL_SIZE, assert_one_line_failure, run_script,
+                            script_messages)
 from utils.summaries import read_scalars
 
 TRAIN_SCRIPT = "train_MNIST2MNIST_M.py"
@@ -30,6 +31,7 @@ STOPPED_AT = re.compile(r"stopped by (SIG\w+) at step (\d+); checkpoint saved")
 def run_flags(data_dir, output_root, run_name):
     return ["--data-dir", data_dir, "--output-root", output_root, "--run-name", run_name,
             "--epochs", EPOCHS, "--steps-per-epoch", STEPS_PER_EPOCH, "--batch-size", 8,
+            "--target-val-size", SMALL_VAL_SIZE,
             "--eval-batch-size", 16, "--checkpoint-every-steps", CHECKPOINT_EVERY,
             "--max-to-keep", MAX_TO_KEEP, "--log-every-steps", 1, "--deterministic",
             "--no-progress"]
@@ -141,8 +143,9 @@ def test_resumed_run_counts_every_step_once(stopped_twice_run, uninterrupted_run
             assert steps == [step for step, _ in straight[writer][tag]], f"{writer} {tag}"
     assert [step for step, _ in stopped["hyperparameter"]["hyperparameter/learning_rate"]] == \
         list(range(TOTAL_STEPS))
+    # --log-every-steps 1: a training window per step, each written once.
     assert [step for step, _ in stopped["train"]["loss/label_loss"]] == \
-        list(range(STEPS_PER_EPOCH, TOTAL_STEPS + 1, STEPS_PER_EPOCH))
+        list(range(1, TOTAL_STEPS + 1))
 
 
 def test_resumed_deterministic_run_matches_uninterrupted(stopped_twice_run, uninterrupted_run,
@@ -152,7 +155,7 @@ def test_resumed_deterministic_run_matches_uninterrupted(stopped_twice_run, unin
     assert stopped.keys() == straight.keys() and len(stopped) > 10
     for name, array in straight.items():
         np.testing.assert_allclose(stopped[name], array, rtol=1e-6, atol=1e-7, err_msg=name)
-    # The per-epoch training averages, restored from the checkpoint mid-epoch, match too.
+    # The training-window averages, restored from the checkpoint mid-window, match too.
     stopped_scalars = read_scalars(str(output_root / "logs" / "stopped"))["train"]
     straight_scalars = read_scalars(str(output_root / "logs" / uninterrupted_run))["train"]
     for tag, points in straight_scalars.items():
@@ -178,6 +181,7 @@ def test_divergence_stops_cleanly_and_last_good_checkpoint_loads(data_dir, tmp_p
     # inside main() itself, so the exit status and stderr are the shell's.
     argv = ["--data-dir", data_dir, "--output-root", str(tmp_path), "--run-name", "diverges",
             "--learning-rate", "1e6", "--epochs", "1", "--steps-per-epoch", "30",
+            "--target-val-size", str(SMALL_VAL_SIZE),
             "--batch-size", "8", "--eval-batch-size", "16", "--checkpoint-every-steps", "1",
             "--no-progress"]
     with pytest.raises(SystemExit) as exit_info:

@@ -68,6 +68,12 @@ def validate_domain(data, path, input_shape=(28, 28, 3), num_classes=10):
         images, labels = data[split], data[f"{split}_label"]
         if not isinstance(images, np.ndarray) or images.dtype != np.uint8:
             fail(f"{split} must be a uint8 array, found {getattr(images, 'dtype', type(images))}")
+        if images.ndim == 4 and len(images) and images.shape[1:] != tuple(input_shape):
+            # Well-formed images of another size: the flag is the likelier mistake (issue 10).
+            held = "x".join(map(str, images.shape[1:]))
+            raise UserError(f"{path}: the pickles hold {held} images but --input-shape is "
+                            f"{','.join(map(str, input_shape))}; pass --input-shape "
+                            f"{','.join(map(str, images.shape[1:]))} or {REBUILD_HINT}")
         if images.ndim != 4 or images.shape[1:] != tuple(input_shape) or len(images) == 0:
             fail(f"{split} must have shape Nx{'x'.join(map(str, input_shape))}, found {images.shape}")
         if not isinstance(labels, np.ndarray) or not np.issubdtype(labels.dtype, np.integer):
@@ -98,3 +104,63 @@ def pixel_mean(*image_sets):
                 .reshape(-1, channels).sum(axis=0) for images in image_sets)
     count = sum(images.size // channels for images in image_sets)
     return (total / count / 255.0).astype(np.float32)
+
+
+def hold_out(domain, size, seed, flag="size"):
+    """Splits a domain's train split into (pool, held-out), disjoint, by a seeded permutation.
+
+    `domain` is a dataset dict ({"train", "train_label", ...}); `size` images
+    are held out, at most half of them. `flag` names the setting in the error
+    message. Returns two dicts: {"train", "train_label"} (the pool) and
+    {"images", "labels", "indices"} (indices into the train split, sorted).
+    """
+    num_train = len(domain["train"])
+    if not 0 <= size <= num_train // 2:
+        raise UserError(f"{flag} must be between 0 and half the {num_train} training images "
+                        f"of that domain, got {size}; pass a smaller --{flag.replace('_', '-')}")
+    order = np.random.default_rng(seed).permutation(num_train)
+    held_out, pool = np.sort(order[:size]), np.sort(order[size:])
+    return ({"train": domain["train"][pool], "train_label": domain["train_label"][pool]},
+            {"images": domain["train"][held_out], "labels": domain["train_label"][held_out],
+             "indices": held_out})
+
+
+def hold_out_target_validation(mnist_m, size, seed):
+    """Splits MNIST-M train into (pool, validation), disjoint, by a seeded permutation.
+
+    The validation part is `size` labelled images held out of MNIST-M train,
+    the protocol of Bousmalis et al., "Domain Separation Networks" (NIPS 2016)
+    and Shu et al., "A DIRT-T Approach to Unsupervised Domain Adaptation"
+    (ICLR 2018), on which every recipe setting is chosen. They are removed
+    from the unlabelled training pool too, so a run never trains on them; the
+    MNIST-M test set (`val` in the pickles) is not touched. `seed` is fixed
+    across runs (not the run's seed), so every run is judged on the same images.
+
+    Returns two dicts: {"train", "train_label"} (the pool) and
+    {"images", "labels", "indices"} (indices into MNIST-M train).
+    """
+    num_train = len(mnist_m["train"])
+    if not 0 <= size <= num_train // 2:
+        raise UserError(f"target_val_size must be between 0 and half the {num_train} MNIST-M "
+                        f"training images, got {size}; pass a smaller --target-val-size")
+    return hold_out(mnist_m, size, seed, "target_val_size")
+
+
+def hold_out_source_validation(mnist, size, seed):
+    """Splits MNIST train into (pool, labelled source validation split), like the target one.
+
+    The source validation split is what label-free model selection may use
+    (utils/validators.py): source validation accuracy, and the importance-
+    weighted source loss of deep embedded validation (You et al., ICML 2019),
+    which needs source images the model was not trained on. It leaves the
+    training pool in every mode (in `target_only` MNIST is the unlabelled
+    domain), so no run ever sees it.
+
+    At most an eighth of MNIST train is held out: the default 1,000 of the
+    real 60,000, but 32 of a 256-image synthetic test set, whose runs would
+    otherwise all need the flag.
+    """
+    if size < 0:
+        raise UserError(f"source_val_size must be >= 0, got {size}; pass --source-val-size 0 "
+                        "or more")
+    return hold_out(mnist, min(size, len(mnist["train"]) // 8), seed, "source_val_size")

@@ -47,7 +47,7 @@ def load_run(run, output_root=".", checkpoint=None):
 
     from model import build_dann
 
-    dann = build_dann(config.input_shape, config.num_classes)
+    dann = build_dann(config.input_shape, config.num_classes, input_norm=config.input_norm)
     try:
         if path.endswith(".weights.h5"):
             dann.model.load_weights(path)

@@ -18,12 +18,11 @@ def write_scalars(writer, scalars, step):
             tf.summary.scalar(tag, value)
 
 
-def format_epoch_line(epoch, epochs, step, train, validation):
-    """One human-readable line per epoch for logs/<run>/log.txt."""
-    def fmt(prefix, scalars):
-        return " ".join(f"{prefix}{tag.split('/')[-1]}={value:.4f}" for tag, value in scalars.items())
-
-    return f"epoch {epoch}/{epochs} step {step} | {fmt('train_', train)} | {fmt('val_', validation)}"
+def format_validation_line(step, total_steps, whole, validation):
+    """One human-readable line per validation point for logs/<run>/log.txt."""
+    scalars = " ".join(f"{tag.split('/')[-1]}={value:.4f}" for tag, value in validation.items())
+    sets = "whole test sets" if whole else "test subsets"
+    return f"step {step}/{total_steps} ({sets}) | {scalars}"
 
 
 def read_scalars(log_dir):

@@ -19,10 +19,12 @@ from tqdm import tqdm
 
 from model import build_dann
 from utils import schedules
-from utils.data import pixel_mean
+from utils.data import hold_out_source_validation, hold_out_target_validation, pixel_mean
 from utils.pipeline import make_train_dataset
 from utils.io import UserError, atomic_save, atomic_write_json, ensure_writable_dir
-from utils.summaries import create_writers, format_epoch_line, write_scalars
+from utils.summaries import create_writers, format_validation_line, write_scalars
+from utils.target_entropy import TargetEntropy
+from utils.weight_average import WeightAverage
 
 # Exit status of a run stopped by a signal, as a shell reports it (128 + signal number).
 SIGNAL_EXIT = {signal.SIGINT: 130, signal.SIGTERM: 143}
@@ -40,11 +42,11 @@ class Interrupted(Exception):
         self.exit_status = SIGNAL_EXIT[signum]
 
 
-class EpochMetrics(tf.Module):
-    """Running sums of the per-epoch training metrics.
+class WindowMetrics(tf.Module):
+    """Running sums of the training metrics over the current logging window.
 
     Plain variables rather than Keras metrics so they live in the checkpoint:
-    a run resumed mid-epoch reports the same epoch averages as one that was
+    a run resumed mid-window reports the same window averages as one that was
     never stopped. Sync-on-read with SUM aggregation, they add up across
     replicas under tf.distribute.
     """
@@ -53,7 +55,7 @@ class EpochMetrics(tf.Module):
              "domain_loss", "domain_correct", "domain_count")
 
     def __init__(self):
-        super().__init__(name="epoch_metrics")
+        super().__init__(name="window_metrics")
         self.sums = {name: tf.Variable(0.0, trainable=False, name=name,
                                        synchronization=tf.VariableSynchronization.ON_READ,
                                        aggregation=tf.VariableAggregation.SUM)
@@ -88,6 +90,11 @@ def create_strategy(name):
     return tf.distribute.get_strategy()
 
 
+def _next_multiple(step, every):
+    """The first multiple of `every` after `step`."""
+    return (step // every + 1) * every
+
+
 def run_dirs(output_root, run_name):
     return {kind: os.path.join(output_root, kind, run_name)
             for kind in ("logs", "checkpoints", "config")}
@@ -105,31 +112,78 @@ class Trainer:
         self.dirs = run_dirs(output_root, config.run_name)
         self.strategy = strategy or create_strategy(config.strategy)
         self.half_batch = config.batch_size // 2
+        # The labelled validation split leaves the training pool before anything
+        # else sees MNIST-M train, so no mode ever trains on it.
+        mnist_m_pool, self.target_val = hold_out_target_validation(
+            mnist_m, config.target_val_size, config.target_val_seed)
+        # Likewise the source validation split of the validators (utils/validators.py)
+        # leaves MNIST train in every mode, labelled or unlabelled.
+        mnist_pool, self.source_val = hold_out_source_validation(
+            mnist, config.source_val_size, config.target_val_seed)
         self.mnist, self.mnist_m = mnist, mnist_m
-        labelled, unlabelled = (mnist_m, mnist) if config.mode == "target_only" else (mnist, mnist_m)
+        labelled, unlabelled = ((mnist_m_pool, mnist_pool) if config.mode == "target_only"
+                                else (mnist_pool, mnist_m_pool))
         self.labelled_domain = 1.0 if config.mode == "target_only" else 0.0
         self.adapt = config.mode == "dann"
         self.train_images = (labelled["train"], labelled["train_label"], unlabelled["train"])
+        self.eval_subsets = self._eval_subsets()
 
         with self.strategy.scope():
-            self.dann = build_dann(config.input_shape, config.num_classes,
-                                   pixel_mean(mnist["train"], mnist_m["train"]))
+            mean = pixel_mean(mnist_pool["train"], mnist_m_pool["train"])
+            self.dann = build_dann(config.input_shape, config.num_classes, mean, config.input_norm)
             self.learning_rate = schedules.AnnealedLearningRate(
                 config.learning_rate, config.lr_alpha, config.lr_beta, config.total_steps)
             self.optimizer = keras.optimizers.SGD(self.learning_rate, momentum=config.momentum)
             self.optimizer.build(self.dann.model.trainable_variables)
-            self.metrics = EpochMetrics()
+            self.metrics = WindowMetrics()
             # Step of the first NaN/Inf loss or gradient, -1 while training is healthy.
             self.diverged_at = tf.Variable(-1, dtype=tf.int64, trainable=False)
-        self.checkpoint = tf.train.Checkpoint(model=self.dann.model, optimizer=self.optimizer,
-                                              metrics=self.metrics, diverged_at=self.diverged_at)
+            # Recipe components (config/recipes.py), each a module of its own.
+            self.weight_average = (WeightAverage(self.dann.model, build_dann(
+                config.input_shape, config.num_classes, mean, config.input_norm).model,
+                config.ema_decay) if config.ema_decay > 0 else None)
+        self.target_losses = ([TargetEntropy(config.entropy_weight, config.entropy_start,
+                                             config.grl_gamma, config.total_steps, self.half_batch)]
+                              if self.adapt and config.entropy_weight > 0 else [])
+        # The model that is evaluated and saved: the weight average when there is one.
+        self.eval_model = (self.weight_average.averaged if self.weight_average
+                           else self.dann.model)
+        checkpointed = dict(model=self.dann.model, optimizer=self.optimizer,
+                            metrics=self.metrics, diverged_at=self.diverged_at)
+        if self.weight_average:
+            checkpointed["averaged_model"] = self.weight_average.averaged
+        self.checkpoint = tf.train.Checkpoint(**checkpointed)
         self.manager = tf.train.CheckpointManager(self.checkpoint, self.dirs["checkpoints"],
                                                   max_to_keep=config.max_to_keep,
                                                   checkpoint_name="ckpt")
-        self.train_step = tf.function(self._train_step)
+        # `num_steps` is a tensor, so any count reuses the one trace.
+        self.train_steps = tf.function(self._train_steps)
         self.predict = tf.function(
             self._predict,
             input_signature=[tf.TensorSpec((None,) + tuple(config.input_shape), tf.uint8)])
+        # Label-free model selection (issue 12): scored from the source validation split,
+        # the source pool and unlabelled MNIST-M *train* images, never the MNIST-M test set.
+        self.validators = None
+        if config.source_val_size > 0:
+            from utils.validators import ValidatorSuite
+
+            self.validator_outputs = tf.function(
+                self._validator_outputs,
+                input_signature=[tf.TensorSpec((None,) + tuple(config.input_shape), tf.uint8)])
+            self.validators = ValidatorSuite(
+                self.source_val, mnist_pool["train"], mnist_m_pool["train"], self.validator_outputs,
+                self.dirs["logs"], self.dirs["checkpoints"], seed=config.target_val_seed,
+                batch_size=config.eval_batch_size)
+
+    def _eval_subsets(self):
+        """Fixed, seeded indices of the test images used at intermediate validation points."""
+        rng = np.random.default_rng(self.config.target_val_seed)
+        size = self.config.eval_subset
+
+        def subset(count):
+            return np.sort(rng.permutation(count)[:size]) if 0 < size < count else None
+
+        return {"mnist_m": subset(len(self.mnist_m["val"])), "mnist": subset(len(self.mnist["val"]))}
 
     @property
     def step(self):
@@ -173,15 +227,20 @@ class Trainer:
             domain_logits = dann.domain_classifier(features, training=True)[:, 0]
             label_losses = tf.nn.sparse_softmax_cross_entropy_with_logits(labels, class_logits)
             domain_losses = tf.nn.sigmoid_cross_entropy_with_logits(domain_labels, domain_logits)
-            # L_y is the mean over the labelled half and L_d the mean over the whole
-            # batch, as the authors' Caffe code normalises them (config/config.py says
-            # why not Eq. 9's source mean plus target mean). Dividing by the global
-            # batch makes the replicas' gradients sum to those means.
+            # L_y is the mean over the labelled half and L_d `domain_loss_weight` times
+            # the mean over the whole batch: 1 as the authors' Caffe code normalises
+            # it, 2 for Eq. 9's source mean plus target mean (equal halves). Dividing
+            # by the global batch makes the replicas' gradients sum to those means.
             label_loss = tf.nn.compute_average_loss(label_losses,
                                                     global_batch_size=self.half_batch)
-            domain_loss = tf.nn.compute_average_loss(domain_losses,
-                                                     global_batch_size=self.config.batch_size)
+            domain_loss = self.config.domain_loss_weight * tf.nn.compute_average_loss(
+                domain_losses, global_batch_size=self.config.batch_size)
             total_loss = label_loss + domain_loss
+            if self.target_losses:
+                # Recipe components that read G_y's outputs on the unlabelled half.
+                target_logits = dann.label_classifier(features[num_labelled:], training=True)
+                step = self.optimizer.iterations
+                total_loss += tf.add_n([loss(target_logits, step) for loss in self.target_losses])
         gradients = tape.gradient(total_loss, dann.model.trainable_variables)
         finite = tf.logical_and(tf.math.is_finite(total_loss),
                                 tf.reduce_all([tf.reduce_all(tf.math.is_finite(g)) for g in gradients]))
@@ -216,15 +275,25 @@ class Trainer:
         # control flow. A non-finite update is never applied, so the weights stay
         # at the last good step.
         tf.cond(finite, apply, lambda: tf.constant(False))
+        if self.weight_average:
+            self.weight_average.update(step)
         self.diverged_at.assign(tf.where(tf.logical_or(finite, self.diverged_at >= 0),
                                          self.diverged_at, step))
 
-    def _train_step(self, iterator):
-        self._train_step_on_batch(next(iterator))
+    def _train_steps(self, iterator, num_steps):
+        """`num_steps` updates in one call: a graph loop, so Python and the
+        per-call overhead are paid once per call rather than once per update."""
+        for _ in tf.range(num_steps):
+            self._train_step_on_batch(next(iterator))
 
     def _predict(self, images):
-        class_logits, domain_logits = self.dann.model(images, training=False)
+        class_logits, domain_logits = self.eval_model(images, training=False)
         return class_logits, domain_logits[:, 0]
+
+    def _validator_outputs(self, images):
+        """G_f features and class logits of the evaluated model (the validators need both)."""
+        features = self.eval_model.get_layer("feature_extractor")(images, training=False)
+        return features, self.eval_model.get_layer("label_classifier")(features, training=False)
 
     def evaluate_domain(self, images, labels, domain_label):
         """Label loss/accuracy and domain loss/accuracy of one test set, in large batches."""
@@ -243,14 +312,26 @@ class Trainer:
             ]
         return sums / len(images)
 
-    def evaluate(self):
-        """Validation scalars: label metrics on MNIST-M test, domain metrics on both test sets."""
-        target = self.evaluate_domain(self.mnist_m["val"], self.mnist_m["val_label"], 1.0)
-        source = self.evaluate_domain(self.mnist["val"], self.mnist["val_label"], 0.0)
-        n_target, n_source = len(self.mnist_m["val"]), len(self.mnist["val"])
+    def evaluate(self, whole=True):
+        """Validation scalars: label metrics on MNIST-M test, domain metrics on both test sets,
+        MNIST test accuracy and, with a held-out split, its MNIST-M validation accuracy.
+
+        `whole=False` uses the fixed subsets of `eval_subset` images per test set.
+        """
+        def test_set(name, data):
+            indices = None if whole else self.eval_subsets[name]
+            if indices is None:
+                return data["val"], data["val_label"]
+            return data["val"][indices], data["val_label"][indices]
+
+        target_images, target_labels = test_set("mnist_m", self.mnist_m)
+        source_images, source_labels = test_set("mnist", self.mnist)
+        target = self.evaluate_domain(target_images, target_labels, 1.0)
+        source = self.evaluate_domain(source_images, source_labels, 0.0)
+        n_target, n_source = len(target_labels), len(source_labels)
         # Domain metrics are means over both test sets pooled, like L_d in training.
         domain_loss, domain_acc = (target[2:] * n_target + source[2:] * n_source) / (n_target + n_source)
-        return {
+        scalars = {
             "loss/label_loss": target[0],
             "loss/domain_loss": domain_loss,
             "loss/total_loss": target[0] + domain_loss,
@@ -258,6 +339,10 @@ class Trainer:
             "acc/domain_acc": domain_acc,
             "acc/source_label_acc": source[1],
         }
+        if len(self.target_val["labels"]):
+            scalars["acc/target_val_acc"] = self.evaluate_domain(
+                self.target_val["images"], self.target_val["labels"], 1.0)[1]
+        return scalars
 
     def _check_finite(self):
         diverged_at = int(self.diverged_at.numpy())
@@ -283,15 +368,19 @@ class Trainer:
     def fit(self, resume=False, show_progress=True):
         """Trains to `config.total_steps`; returns the results dict (also results.json).
 
-        SIGINT/SIGTERM stop the run after the current update with a checkpoint
-        of that exact step, so `resume=True` continues without a gap or a
-        repeated step in the curves.
+        Training scalars are written every `log_every_steps` steps, validation
+        every `eval_every_steps` and at the end, checkpoints every
+        `checkpoint_every_steps` and at each epoch end. SIGINT/SIGTERM stop
+        the run after the current update with a checkpoint of that exact step,
+        so `resume=True` continues without a gap or a repeated step in the curves.
         """
         config = self.config
         for folder in self.dirs.values():
             ensure_writable_dir(folder)
         if resume:
             print(f"resuming from {self.restore()} at step {self.step}")
+            if self.validators:
+                self.validators.load()
         config.save(self.dirs["config"])
         writers = create_writers(self.dirs["logs"])
         stop_signal = []
@@ -302,48 +391,67 @@ class Trainer:
         validation = None
         try:
             iterator = iter(self.make_dataset(start_step=self.step))
+            bar = tqdm(initial=self.step, total=config.total_steps, desc=config.run_name,
+                       disable=not show_progress, leave=False, mininterval=1.0)
             while self.step < config.total_steps:
-                epoch = self.step // config.steps_per_epoch
-                epoch_end = (epoch + 1) * config.steps_per_epoch
-                bar = tqdm(total=epoch_end - self.step, desc=f"epoch {epoch + 1}/{config.epochs}",
-                           disable=not show_progress, leave=False, mininterval=1.0)
-                seconds, steps = self._train_until(epoch_end, iterator, writers["hyperparameter"],
-                                                   stop_signal, bar)
-                bar.close()
+                # Train up to the next validation point or epoch end, whichever comes first.
+                stop_at = min(_next_multiple(self.step, config.eval_every_steps),
+                              _next_multiple(self.step, config.steps_per_epoch), config.total_steps)
+                seconds, steps = self._train_until(stop_at, iterator, writers, stop_signal, bar)
                 train_seconds, timed_steps = train_seconds + seconds, timed_steps + steps
-                if stop_signal and self.step < epoch_end:
-                    self.save_checkpoint()
+                step = self.step
+                if step == config.total_steps and step % config.log_every_steps:
+                    self._log_training_window(writers["train"], step)  # the last, shorter window
+                if step == stop_at:
+                    if step % config.eval_every_steps == 0 or step == config.total_steps:
+                        validation = self._validate(writers, whole=step == config.total_steps)
+                    if step % config.steps_per_epoch == 0:
+                        self.save_checkpoint()
+                if stop_signal and step < config.total_steps:
+                    if self.manager.latest_checkpoint != self._checkpoint_path(step):
+                        self.save_checkpoint()
                     raise Interrupted(stop_signal[0])
-                validation = self._end_epoch(epoch + 1, writers)
-                if stop_signal and self.step < config.total_steps:
-                    raise Interrupted(stop_signal[0])
+            bar.close()
         finally:
             for signum, handler in handlers.items():
                 signal.signal(signum, handler)
             for writer in writers.values():
                 writer.flush()
-        # The last epoch's validation is the final step's: no need to evaluate twice.
+        # The loop ends with a whole-set validation of the final step: reuse it
+        # (a run resumed when already finished has none and evaluates once).
         return self._finish(validation or self.evaluate(), time.perf_counter() - start_time,
                             train_seconds, timed_steps)
 
-    def _train_until(self, last_step, iterator, hyperparameter_writer, stop_signal, bar):
+    def _checkpoint_path(self, step):
+        return os.path.join(self.dirs["checkpoints"], f"ckpt-{step}")
+
+    def _train_until(self, last_step, iterator, writers, stop_signal, bar):
         """Runs updates up to `last_step`, or until a stop signal arrives.
 
-        Returns (seconds, steps) timed from the end of the first update, so the
+        Returns (seconds, steps) timed from the end of the first call, so the
         one-time tracing stays out of ms/step. Only every `log_every_steps`
-        does Python wait for the device (the NaN check), keeping the loop async.
+        does Python wait for the device (the NaN check and the training
+        scalars), keeping the loop async.
         """
         config = self.config
         timed_from = None
-        for step in range(self.step, last_step):
+        step = self.step
+        while step < last_step:
             if step % config.log_every_steps == 0:
                 self._check_finite()
-                self.log_hyperparameters(hyperparameter_writer, step)
-            self.train_step(iterator)
+                self.log_hyperparameters(writers["hyperparameter"], step)
+            # Up to `steps_per_call` updates, never past a logging or checkpoint step.
+            count = min(config.steps_per_call, last_step - step,
+                        _next_multiple(step, config.log_every_steps) - step,
+                        _next_multiple(step, config.checkpoint_every_steps) - step)
+            self.train_steps(iterator, tf.constant(count, tf.int32))
+            step += count
             if timed_from is None:
-                timed_from = (time.perf_counter(), self.step)
-            bar.update()
-            if (step + 1) % config.checkpoint_every_steps == 0:
+                timed_from = (time.perf_counter(), step)
+            bar.update(count)
+            if step % config.log_every_steps == 0:
+                self._log_training_window(writers["train"], step)
+            if step % config.checkpoint_every_steps == 0:
                 self.save_checkpoint()
             if stop_signal:
                 break
@@ -352,30 +460,46 @@ class Trainer:
             return 0.0, 0
         return time.perf_counter() - timed_from[0], self.step - timed_from[1]
 
-    def _end_epoch(self, epoch, writers):
-        """Logs the epoch's train and validation scalars, checkpoints; returns validation."""
-        train = self.metrics.result()
-        validation = self.evaluate()
+    def _log_training_window(self, writer, step):
+        """Writes the running means of the window that ends at `step`, then starts a new one."""
+        write_scalars(writer, self.metrics.result(), step)
+        self.metrics.reset_state()
+
+    def _validate(self, writers, whole):
+        """Evaluates, writes the validation scalars and the log line; returns them."""
+        validation = self.evaluate(whole=whole)
         step = self.step
-        write_scalars(writers["train"], train, step)
         write_scalars(writers["validation"], validation, step)
-        line = format_epoch_line(epoch, self.config.epochs, step, train, validation)
+        line = format_validation_line(step, self.config.total_steps, whole, validation)
+        if self.validators:
+            started = time.perf_counter()
+            scores = self.validators.scores()
+            write_scalars(writers["validation"],
+                          {f"validator/{name}": value for name, value in scores.items()}, step)
+            # The MNIST-M test accuracy evaluate() computed anyway is stored for the
+            # study's judgement only: no checkpoint is ever kept because of it.
+            self.validators.update(step, scores, {"target_test_accuracy": float(
+                validation["acc/label_acc"]), "whole_test_set": bool(whole)},
+                self.eval_model.save_weights,
+                seconds=time.perf_counter() - started)
+            line += " | validators " + " ".join(f"{name}={value:.4f}"
+                                                for name, value in scores.items())
         print(line, flush=True)
         with open(os.path.join(self.dirs["logs"], "log.txt"), "a") as log:
             log.write(line + "\n")
-        self.metrics.reset_state()
-        self.save_checkpoint()
         return validation
 
     def _finish(self, validation, wall_seconds, train_seconds, timed_steps):
+        # With a weight average, the averaged model is the one evaluated and saved.
         atomic_save(os.path.join(self.dirs["checkpoints"], "final.weights.h5"),
-                    self.dann.model.save_weights)
+                    self.eval_model.save_weights)
         results = {
             "mode": self.config.mode,
             "seed": self.config.seed,
             "epochs": self.config.epochs,
             "steps": self.step,
             "target_accuracy": float(validation["acc/label_acc"]),
+            "target_val_accuracy": float(validation.get("acc/target_val_acc", float("nan"))),
             "source_accuracy": float(validation["acc/source_label_acc"]),
             "domain_accuracy": float(validation["acc/domain_acc"]),
             "wall_seconds": round(wall_seconds, 2),

@@ -1,0 +1,167 @@
+"""Recipe components (input standardisation, held-out split, target entropy, weight
+average), the named recipes, and the TensorBoard cadence."""
+import argparse
+import math
+
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from config.config import DANNConfig, add_config_arguments, config_from_args
+from config.recipes import RECIPES
+from model.dann import InstanceStandardisation
+from tests.conftest import SMALL_VAL_SIZE
+from utils.data import hold_out_target_validation, load_mnist_and_mnistm
+from utils.io import UserError
+from utils.summaries import read_scalars
+from utils.target_entropy import TargetEntropy, conditional_entropy
+from utils.trainer import Trainer
+from utils.weight_average import WeightAverage
+
+
+def parse(argv):
+    parser = argparse.ArgumentParser()
+    add_config_arguments(parser)
+    return config_from_args(parser.parse_args(argv))
+
+
+def test_validation_split_is_disjoint_from_the_pool_and_the_test_set(data_dir):
+    _, mnist_m = load_mnist_and_mnistm(data_dir)
+    pool, val = hold_out_target_validation(mnist_m, SMALL_VAL_SIZE, seed=0)
+    num_train = len(mnist_m["train"])
+    assert len(val["labels"]) == SMALL_VAL_SIZE and len(pool["train"]) == num_train - SMALL_VAL_SIZE
+    # Every training image lands on exactly one side; the split is seeded.
+    rows = {image.tobytes() for image in mnist_m["train"]}
+    pool_rows = [image.tobytes() for image in pool["train"]]
+    val_rows = [image.tobytes() for image in val["images"]]
+    assert set(pool_rows).isdisjoint(val_rows) and set(pool_rows) | set(val_rows) == rows
+    np.testing.assert_array_equal(val["images"], mnist_m["train"][val["indices"]])
+    assert not {image.tobytes() for image in mnist_m["val"]} & set(val_rows)
+    again = hold_out_target_validation(mnist_m, SMALL_VAL_SIZE, seed=0)[1]["indices"]
+    np.testing.assert_array_equal(again, val["indices"])
+    with pytest.raises(UserError, match="target_val_size must be between 0 and half"):
+        hold_out_target_validation(mnist_m, num_train, seed=0)
+
+
+def test_trainer_never_trains_on_the_validation_split(data_dir, tmp_path):
+    for mode in ("dann", "target_only"):
+        config = DANNConfig(mode=mode, target_val_size=SMALL_VAL_SIZE, batch_size=8,
+                            run_name=mode, data_dir=data_dir)
+        trainer = Trainer(config, *load_mnist_and_mnistm(data_dir), output_root=str(tmp_path))
+        mnist_m_images = trainer.train_images[0 if mode == "target_only" else 2]
+        trained_on = {image.tobytes() for image in mnist_m_images}
+        assert len(trained_on) and not trained_on & {image.tobytes()
+                                                     for image in trainer.target_val["images"]}
+
+
+def test_instance_standardisation_removes_each_images_channel_offset_and_scale():
+    rng = np.random.default_rng(0)
+    images = rng.integers(20, 120, size=(4, 28, 28, 3)).astype(np.float32)
+    out = InstanceStandardisation()(images).numpy()
+    np.testing.assert_allclose(out.mean(axis=(1, 2)), 0.0, atol=1e-4)
+    np.testing.assert_allclose(out.std(axis=(1, 2)), 1.0, atol=1e-3)
+    # A per-image, per-channel contrast and brightness change leaves the output unchanged
+    # (up to the epsilon added to the variance).
+    shifted = images * np.array([2.0, 0.5, 1.0]) + np.array([10.0, 30.0, 0.0])
+    np.testing.assert_allclose(InstanceStandardisation()(shifted).numpy(), out, atol=5e-3)
+
+
+def test_conditional_entropy_known_values():
+    logits = tf.constant([[0.0] * 10, [100.0] + [0.0] * 9, [math.log(3.0), 0.0] + [-1e9] * 8])
+    # Uniform: ln 10; one-hot: 0; p = (3/4, 1/4): -(3/4 ln 3/4 + 1/4 ln 1/4).
+    expected = [math.log(10.0), 0.0, -(0.75 * math.log(0.75) + 0.25 * math.log(0.25))]
+    np.testing.assert_allclose(conditional_entropy(logits).numpy(), expected, atol=1e-5)
+
+
+def test_target_entropy_weight_waits_for_its_start_then_ramps():
+    loss = TargetEntropy(weight=0.5, start=0.5, gamma=10.0, total_steps=100, global_target_batch=2)
+    assert float(loss.weight_at(0)) == 0.0 and float(loss.weight_at(50)) == 0.0
+    q = (75 / 100 - 0.5) / 0.5
+    assert float(loss.weight_at(75)) == pytest.approx(0.5 * (2 / (1 + math.exp(-10 * q)) - 1), rel=1e-5)
+    uniform = tf.zeros([2, 10])
+    assert float(loss(uniform, 75)) == pytest.approx(float(loss.weight_at(75)) * math.log(10), rel=1e-5)
+
+
+def test_weight_average_follows_the_ema_rule():
+    import keras
+
+    def model():
+        inputs = keras.Input((2,))
+        return keras.Model(inputs, keras.layers.Dense(1)(inputs))
+
+    raw, averaged = model(), model()
+    average = WeightAverage(raw, averaged, decay=0.9)
+    expected = [w.numpy() for w in raw.weights]
+    for step in range(3):
+        for w in raw.weights:
+            w.assign(w + 1.0)
+        average.update(step)
+        decay = min(0.9, (1 + step) / (10 + step))
+        expected = [decay * e + (1 - decay) * w.numpy() for e, w in zip(expected, raw.weights)]
+    for got, want in zip(averaged.weights, expected):
+        np.testing.assert_allclose(got.numpy(), want, rtol=1e-6)
+
+
+def test_the_config_defaults_are_the_default_recipe():
+    defaults = DANNConfig()
+    for name, value in RECIPES["default"].items():
+        assert getattr(defaults, name) == value, name
+
+
+def test_recipes_set_their_fields_and_flags_override_them():
+    paper = parse(["--recipe", "paper"])
+    assert paper.recipe == "paper" and paper.batch_size == 128 and paper.input_norm == "mean"
+    assert paper.ema_decay == 0 and paper.entropy_weight == 0
+    overridden = parse(["--recipe", "paper", "--batch-size", "32"])
+    assert overridden.batch_size == 32 and overridden.input_norm == "mean"
+    improved = parse(["--recipe", "improved"])
+    assert improved.ema_decay > 0 and improved.entropy_weight > 0
+    with pytest.raises(UserError, match="unknown recipe 'best'"):
+        parse(["--recipe", "best"])
+
+
+def test_scalars_are_written_at_the_training_and_validation_cadence(data_dir, tmp_path):
+    config = DANNConfig(epochs=2, steps_per_epoch=20, batch_size=8, eval_batch_size=16,
+                        log_every_steps=4, eval_every_steps=10, checkpoint_every_steps=1000,
+                        target_val_size=SMALL_VAL_SIZE, ema_decay=0.9, entropy_weight=0.1,
+                        run_name="cadence", data_dir=data_dir)
+    trainer = Trainer(config, *load_mnist_and_mnistm(data_dir), output_root=str(tmp_path))
+    results = trainer.fit(show_progress=False)
+    scalars = read_scalars(trainer.dirs["logs"])
+    train_steps = [step for step, _ in scalars["train"]["acc/label_acc"]]
+    assert train_steps == list(range(4, 41, 4))
+    for tag in ("acc/label_acc", "acc/domain_acc", "acc/target_val_acc", "loss/label_loss"):
+        assert [step for step, _ in scalars["validation"][tag]] == [10, 20, 30, 40]
+    assert results["target_val_accuracy"] == pytest.approx(
+        scalars["validation"]["acc/target_val_acc"][-1][1], abs=1e-6)
+    assert trainer.train_steps.experimental_get_tracing_count() == 1
+    # The weight average, not the raw weights, is what was evaluated and saved.
+    assert any(not np.array_equal(a.numpy(), b.numpy())
+               for a, b in zip(trainer.eval_model.weights, trainer.dann.model.weights))
+
+
+def test_target_entropy_enters_the_gradient_with_its_scheduled_weight(data_dir, tmp_path):
+    config = DANNConfig(epochs=1, steps_per_epoch=100, batch_size=8, run_name="entropy",
+                        data_dir=data_dir, target_val_size=SMALL_VAL_SIZE, entropy_weight=0.5,
+                        entropy_start=0.5)
+    trainer = Trainer(config, *load_mnist_and_mnistm(data_dir), output_root=str(tmp_path))
+    labelled, labels, unlabelled = (tf.constant(a[:4]) for a in trainer.train_images)
+    labels = tf.cast(labels, tf.int32)
+    trainer.optimizer.iterations.assign(80)
+    dann = trainer.dann
+    gradients, _ = trainer.strategy.run(trainer._replica_gradients,
+                                        args=(labelled, labels, unlabelled))
+    weight = 0.5 * (2 / (1 + math.exp(-10 * (0.8 - 0.5) / 0.5)) - 1)
+    with tf.GradientTape() as tape:
+        features = dann.feature_extractor(tf.concat([labelled, unlabelled], 0), training=True)
+        logits = dann.label_classifier(features, training=True)
+        label_loss = tf.reduce_mean(tf.nn.sparse_softmax_cross_entropy_with_logits(labels, logits[:4]))
+        domain_loss = tf.reduce_mean(tf.nn.sigmoid_cross_entropy_with_logits(
+            tf.constant([0.0] * 4 + [1.0] * 4), dann.domain_classifier(features, training=True)[:, 0]))
+        probabilities = tf.nn.softmax(logits[4:])
+        entropy = -tf.reduce_mean(tf.reduce_sum(probabilities * tf.math.log(probabilities), axis=1))
+        total_loss = label_loss + domain_loss + weight * entropy
+    expected = tape.gradient(total_loss, dann.model.trainable_variables)
+    for variable, got, want in zip(dann.model.trainable_variables, gradients, expected):
+        np.testing.assert_allclose(got.numpy(), want.numpy(), rtol=1e-4, atol=1e-6,
+                                   err_msg=variable.path)
