@@ -1,25 +1,30 @@
-"""Throughput of the DANN training loop against an eager reference, on this machine.
+"""Throughput of the DANN training loop against a minimal step and an eager reference.
 
-    python -m utils.benchmark [--data-dir model_data/dataset] [--rounds 3]
+    python -m utils.benchmark [--data-dir model_data/dataset] [--rounds 3] [--recipe paper]
 
-Times, in one process and with the two loops alternating round by round:
-  * `project`: the project's compiled train step fed by its real tf.data
-    pipeline, with the hyperparameter summaries at the training cadence;
+Times, in one process and with the three loops alternating round by round:
+  * `project`: the project's real training loop (Trainer._train_until): the
+    compiled train loop fed by its tf.data pipeline, with the NaN guard,
+    metrics, tf.distribute strategy and TensorBoard summaries at their cadence;
+  * `minimal`: the floor: a minimal compiled DANN step of the same math on a
+    fresh copy of the network: one forward pass over the concatenated batch,
+    the two losses, SGD with momentum; no metrics, no NaN guard, no strategy,
+    no summaries, no input pipeline (one in-memory batch) and no wait between
+    steps;
   * `reference`: the original repository's style of loop on the same model: an
     eager step that runs the feature extractor on the source batch and again
     on the mixed batch, and writes a summary every step;
-and once each: the bare compiled step on one in-memory batch (no pipeline, no
-logging), the input pipeline alone, and a full `create_mnistm.py` build (when
---mnist-path and --bsds-path are given).
+and once each: the input pipeline alone, and a full `create_mnistm.py` build
+(when --mnist-path and --bsds-path are given).
 """
-import argparse
 import os
 import platform
 import statistics
 import tempfile
 import time
 
-from utils.io import UserError, run_main
+from utils.io import ArgumentParser, UserError, run_main
+
 
 def cpu_model():
     """The CPU's marketing name from /proc/cpuinfo (or the platform's guess)."""
@@ -67,51 +72,82 @@ def make_reference_step(trainer, writer):
     return reference_step
 
 
-def benchmark_training(trainer, rounds, project_steps, reference_steps):
-    """ms/step of the project loop and the reference loop, alternating; median over rounds."""
+def make_minimal_step(trainer):
+    """The floor: the same DANN update with nothing else, compiled (see the module docstring)."""
+    import keras
     import tensorflow as tf
 
+    from model import build_dann
+
     config = trainer.config
+    dann = build_dann(config.input_shape, config.num_classes, input_norm=config.input_norm)
+    dann.gradient_reversal.grl_lambda.assign(0.5)
+    optimizer = keras.optimizers.SGD(config.learning_rate, momentum=config.momentum)
+    variables = dann.model.trainable_variables
+    half = trainer.half_batch
+    domain_labels = tf.concat([tf.zeros(half), tf.ones(half)], axis=0)
+
+    @tf.function
+    def minimal_step(labelled_images, labels, unlabelled_images):
+        with tf.GradientTape() as tape:
+            features = dann.feature_extractor(
+                tf.concat([labelled_images, unlabelled_images], axis=0), training=True)
+            label_loss = tf.reduce_mean(tf.nn.sparse_softmax_cross_entropy_with_logits(
+                labels, dann.label_classifier(features[:half], training=True)))
+            domain_loss = tf.reduce_mean(tf.nn.sigmoid_cross_entropy_with_logits(
+                domain_labels, dann.domain_classifier(features, training=True)[:, 0]))
+            total_loss = label_loss + domain_loss
+        optimizer.apply_gradients(zip(tape.gradient(total_loss, variables), variables))
+
+    return minimal_step, optimizer
+
+
+def benchmark_training(trainer, rounds, project_steps, reference_steps):
+    """ms/step of the project, minimal and reference loops, alternating; medians over rounds."""
+    import tensorflow as tf
+    from tqdm import tqdm
+
+    from utils.summaries import create_writers
+
     log_dir = tempfile.mkdtemp(prefix="dann-benchmark-")
-    writer = tf.summary.create_file_writer(log_dir)
+    writers = create_writers(log_dir)
     iterator = iter(trainer.make_dataset())
     reference_iterator = iter(trainer.make_dataset())
-    reference_step = make_reference_step(trainer, writer)
+    reference_step = make_reference_step(trainer, writers["train"])
+    minimal_step, minimal_optimizer = make_minimal_step(trainer)
+    batch = next(iter(make_plain_batches(trainer)))
+    no_bar = tqdm(disable=True)
 
     def project_steps_call():
-        first = trainer.step
-        for step in range(first, first + project_steps):
-            if step % config.log_every_steps == 0:
-                trainer.log_hyperparameters(writer, step)
-            trainer.train_step(iterator)
-        trainer.step  # reading the step waits for the last update
+        # The real loop; it waits for the device at its own logging cadence and at its end.
+        trainer._train_until(trainer.step + project_steps, iterator, writers, [], no_bar)
+
+    def minimal_steps_call():
+        for _ in range(project_steps):
+            minimal_step(*batch)
+        minimal_optimizer.iterations.numpy()  # one wait, for the last update
 
     def reference_steps_call():
         for _ in range(reference_steps):
             reference_step(*next(reference_iterator))
 
-    project_steps_call()  # trace and warm up both loops before timing
-    reference_steps_call()
-    project, reference = [], []
+    loops = {"project": (project_steps_call, project_steps),
+             "minimal": (minimal_steps_call, project_steps),
+             "reference": (reference_steps_call, reference_steps)}
+    for call, _ in loops.values():
+        call()  # trace and warm up every loop before timing
+    times = {name: [] for name in loops}
     for _ in range(rounds):
-        project.append(1000 * _seconds_per_call(project_steps_call, 1) / project_steps)
-        reference.append(1000 * _seconds_per_call(reference_steps_call, 1) / reference_steps)
-    return statistics.median(project), statistics.median(reference)
+        for name, (call, steps) in loops.items():
+            times[name].append(1000 * _seconds_per_call(call, 1) / steps)
+    return {name: statistics.median(values) for name, values in times.items()}
 
 
-def benchmark_bare_step(trainer, steps):
-    """ms/step of the compiled update on one fixed in-memory batch: the floor for the loop."""
-    import tensorflow as tf
+def make_plain_batches(trainer):
+    """The training batches as plain tensors (no distribution), for the minimal step."""
+    from utils.pipeline import make_train_dataset
 
-    batch = next(iter(trainer.make_dataset()))
-    bare_step = tf.function(trainer._train_step_on_batch)
-
-    def step_and_wait():
-        bare_step(batch)
-        trainer.step  # reading the step waits for the update
-
-    step_and_wait()
-    return 1000 * _seconds_per_call(step_and_wait, steps)
+    return make_train_dataset(*trainer.train_images, trainer.half_batch, trainer.config.seed)
 
 
 def benchmark_pipeline(trainer, batches):
@@ -133,16 +169,25 @@ def benchmark_build(mnist_path, bsds_path):
 
 
 def parse_args(argv=None):
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--data-dir", default=os.path.join("model_data", "dataset"))
-    parser.add_argument("--rounds", type=int, default=3, help="alternating rounds of both loops")
-    parser.add_argument("--project-steps", type=int, default=300, help="project steps per round")
-    parser.add_argument("--reference-steps", type=int, default=40, help="reference steps per round")
+    from config.recipes import RECIPES
+
+    parser = ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--data-dir", default=os.path.join("model_data", "dataset"),
+                        help="folder holding the pickles (default: %(default)s)")
+    parser.add_argument("--recipe", choices=list(RECIPES), default="default",
+                        help="recipe whose model and batch are timed (default: %(default)s)")
     parser.add_argument("--batch-size", type=int, default=None,
                         help="images per step, half source and half target (default: the "
-                             "config's; 128 is the paper's)")
-    parser.add_argument("--mnist-path", help="time a full MNIST-M build from this mnist.npz")
-    parser.add_argument("--bsds-path", help="... and this BSR_bsds500.tgz")
+                             "recipe's; 128 is the paper's)")
+    parser.add_argument("--rounds", type=int, default=3,
+                        help="alternating rounds of the three loops (default: %(default)s)")
+    parser.add_argument("--project-steps", type=int, default=300,
+                        help="project and minimal steps per round (default: %(default)s)")
+    parser.add_argument("--reference-steps", type=int, default=40,
+                        help="reference steps per round (default: %(default)s)")
+    parser.add_argument("--mnist-path", help="time a full MNIST-M build from this mnist.npz "
+                                             "(default: no build is timed)")
+    parser.add_argument("--bsds-path", help="... and this BSR_bsds500.tgz (default: none)")
     args = parser.parse_args(argv)
     if min(args.rounds, args.project_steps, args.reference_steps) <= 0:
         raise UserError("--rounds, --project-steps and --reference-steps must be positive")
@@ -154,33 +199,33 @@ def main(argv=None):
     import keras
 
     from config.config import DANNConfig
+    from config.recipes import recipe_fields
     from utils.data import load_mnist_and_mnistm
     from utils.trainer import Trainer
 
     build_seconds = (benchmark_build(args.mnist_path, args.bsds_path)
                      if args.mnist_path and args.bsds_path else None)
     overrides = {"batch_size": args.batch_size} if args.batch_size else {}
-    config = DANNConfig(data_dir=args.data_dir, run_name="benchmark", **overrides)
+    # No held-out split: it changes which images are drawn, not the cost of a step.
+    config = DANNConfig(**{**recipe_fields(args.recipe), **overrides, "data_dir": args.data_dir,
+                           "run_name": "benchmark", "target_val_size": 0})
     mnist, mnist_m = load_mnist_and_mnistm(config.data_dir)
     keras.utils.set_random_seed(config.seed)
     with tempfile.TemporaryDirectory() as output_root:
         trainer = Trainer(config, mnist, mnist_m, output_root=output_root)
-        project_ms, reference_ms = benchmark_training(trainer, args.rounds, args.project_steps,
-                                                      args.reference_steps)
-        bare_ms = benchmark_bare_step(trainer, args.project_steps)
+        ms = benchmark_training(trainer, args.rounds, args.project_steps, args.reference_steps)
         pipeline_ms = benchmark_pipeline(trainer, 10 * args.project_steps)
     images = config.batch_size
-    print(f"\nCPU: {cpu_model()}; batch {images // 2} source + {images // 2} target images per "
-          f"step; median of {args.rounds} alternating rounds")
+    print(f"\nCPU: {cpu_model()}; recipe {args.recipe}, batch {images // 2} source + "
+          f"{images // 2} target images per step; median of {args.rounds} alternating rounds")
     print(f"{'loop':<34}{'ms/step':>10}{'images/s':>12}")
-    for name, ms in (("project (pipeline + logging)", project_ms),
-                     ("reference eager loop", reference_ms),
-                     ("bare compiled step", bare_ms)):
-        print(f"{name:<34}{ms:>10.2f}{1000 * images / ms:>12.0f}")
+    for name, label in (("project", "project (real training loop)"),
+                        ("minimal", "minimal compiled step"),
+                        ("reference", "reference eager loop")):
+        print(f"{label:<34}{ms[name]:>10.2f}{1000 * images / ms[name]:>12.0f}")
     print(f"{'input pipeline alone (per batch)':<34}{pipeline_ms:>10.2f}")
-    print(f"project vs reference: {reference_ms / project_ms:.2f}x faster")
-    print(f"project vs bare step: {project_ms / bare_ms:.3f}x (pipeline + logging overhead "
-          f"{100 * (project_ms / bare_ms - 1):+.1f}%)")
+    print(f"project vs minimal step: {ms['project'] / ms['minimal']:.3f}x")
+    print(f"project vs reference: {ms['reference'] / ms['project']:.2f}x faster")
     if build_seconds is not None:
         print(f"create_mnistm.py full build: {build_seconds:.2f} s")
 

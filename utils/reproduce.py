@@ -1,16 +1,20 @@
-"""Reproduces the MNIST -> MNIST-M row of Table 2 of Ganin & Lempitsky (2015).
+"""Reproduces the MNIST -> MNIST-M row of the paper's results with a named recipe.
 
-    python -m utils.reproduce --seeds 3
+    python -m utils.reproduce --recipe default --seeds 3
 
-Trains `source_only`, `dann` and `target_only` with the default recipe for
-each seed, one run at a time (each in a fresh process), and writes
-logs/reproduce/results.json and logs/reproduce/results.md: mean +- std of the
-final-step MNIST-M test accuracy per mode, next to the paper's figures. No
-checkpoint is ever chosen by target accuracy. Runs that already finished
-(their results.json exists) are reused, so an interrupted reproduction
-continues where it stopped.
+Trains `source_only`, `dann` and `target_only` with the recipe (config/recipes.py)
+for seeds 0, 1, ..., one run at a time, each in a fresh process, and writes
+logs/reproduce/<recipe>/results.json and results.md: per mode, the mean +- std
+of the final-step accuracy on the MNIST-M test set and on the labelled
+validation split held out of MNIST-M train, next to both published versions
+of the paper: ICML 2015 (arXiv 1409.7495, Table 1) and JMLR 2016 (arXiv
+1505.07818, Table 2). No checkpoint is chosen by target accuracy.
+
+Finished runs are reused only when their saved config equals the one asked
+for now, so an interrupted reproduction continues where it stopped, and a
+changed flag never relabels old results. Any other flag (e.g. `--epochs 2`)
+is passed to train_MNIST2MNIST_M.py for every run.
 """
-import argparse
 import json
 import os
 import statistics
@@ -19,28 +23,64 @@ import sys
 import time
 
 from utils.benchmark import cpu_model
-from utils.io import UserError, atomic_write_json, atomic_write_text, run_main
+from utils.io import ArgumentParser, UserError, atomic_write_json, atomic_write_text, run_main
 
 MODES = ("source_only", "dann", "target_only")
-# Table 2 of the paper, MNIST -> MNIST-M column.
-PAPER_ACCURACY = {"source_only": 0.5225, "dann": 0.7666, "target_only": 0.9596}
+# MNIST -> MNIST-M, MNIST-M test accuracy, as published.
+PUBLISHED = {
+    "ICML 2015, Table 1": {"source_only": 0.5749, "dann": 0.8149, "target_only": 0.9891},
+    "JMLR 2016, Table 2": {"source_only": 0.5225, "dann": 0.7666, "target_only": 0.9596},
+}
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
-def run_name(mode, seed):
-    return f"reproduce/{mode}-seed{seed}"
+def run_name(recipe, mode, seed):
+    return f"reproduce/{recipe}/{mode}-seed{seed}"
 
 
-def train(mode, seed, output_root, data_dir, extra_flags):
-    """Trains one run in a fresh process (unless it already finished); returns its results."""
-    name = run_name(mode, seed)
+def requested_config(recipe, mode, seed, name, data_dir, extra_flags):
+    """The DANNConfig the train script would build for this run (checked before training)."""
+    import train_MNIST2MNIST_M
+    from config.config import config_from_args
+
+    args = train_MNIST2MNIST_M.parse_args(["--recipe", recipe, "--mode", mode, "--seed", str(seed),
+                                           "--data-dir", data_dir, *extra_flags])
+    return config_from_args(args, run_name=name)
+
+
+def check_reusable(recipe, mode, seed, output_root, data_dir, extra_flags):
+    """Refuses a saved run whose config differs from the one asked for now (names the fields)."""
+    from config.config import DANNConfig
+
+    name = run_name(recipe, mode, seed)
+    saved_path = os.path.join(output_root, "config", name, "config.json")
+    requested = requested_config(recipe, mode, seed, name, data_dir, extra_flags)
+    if not os.path.exists(saved_path):
+        return
+    saved = DANNConfig.load(saved_path).to_dict()
+    wanted = requested.to_dict()
+    differ = sorted(name for name in wanted if saved.get(name) != wanted[name])
+    if differ:
+        changes = ", ".join(f"{name} {saved.get(name)!r} -> {wanted[name]!r}" for name in differ)
+        raise UserError(f"run {requested.run_name!r} exists with other settings ({changes}); "
+                        "rerun with the flags it was made with, or pass another --output-root")
+
+
+def train(recipe, mode, seed, output_root, data_dir, extra_flags):
+    """Trains one run in a fresh process (unless it already finished); returns its results.
+
+    The caller has checked with `check_reusable` that a saved run has the same config.
+    """
+    name = run_name(recipe, mode, seed)
     results_path = os.path.join(output_root, "logs", name, "results.json")
+    saved_config = os.path.join(output_root, "config", name, "config.json")
     if not os.path.exists(results_path):
-        command = [sys.executable, os.path.join(ROOT, "train_MNIST2MNIST_M.py"), "--mode", mode,
-                   "--seed", str(seed), "--run-name", name, "--output-root", output_root,
-                   "--data-dir", data_dir, "--no-progress", *extra_flags]
-        if os.path.exists(os.path.join(output_root, "config", name, "config.json")):
-            command.append("--resume")
+        command = [sys.executable, os.path.join(ROOT, "train_MNIST2MNIST_M.py"), "--recipe", recipe,
+                   "--mode", mode, "--seed", str(seed), "--run-name", name, "--output-root",
+                   output_root, "--data-dir", data_dir, "--no-progress", *extra_flags]
+        if os.path.exists(saved_config):
+            command = [*command[:2], "--run-name", name, "--output-root", output_root,
+                       "--no-progress", "--resume"]
         print(f"== {name}: {' '.join(command[1:])}", flush=True)
         start = time.perf_counter()
         status = subprocess.call(command)
@@ -57,40 +97,54 @@ def train(mode, seed, output_root, data_dir, extra_flags):
         return json.load(handle)
 
 
+def _mean_std(values):
+    return statistics.mean(values), (statistics.stdev(values) if len(values) > 1 else 0.0)
+
+
 def summarise(results_by_mode):
-    """Per mode: mean and sample std of target accuracy, steps and mean wall minutes."""
+    """Per mode: mean and sample std of the final-step accuracies, steps and wall minutes."""
     summary = {}
     for mode, runs in results_by_mode.items():
         accuracies = [run["target_accuracy"] for run in runs]
+        val_accuracies = [run.get("target_val_accuracy", float("nan")) for run in runs]
+        mean, std = _mean_std(accuracies)
+        val_mean, val_std = _mean_std(val_accuracies)
         summary[mode] = {
-            "target_accuracy_mean": statistics.mean(accuracies),
-            "target_accuracy_std": statistics.stdev(accuracies) if len(runs) > 1 else 0.0,
+            "target_accuracy_mean": mean,
+            "target_accuracy_std": std,
             "target_accuracies": accuracies,
+            "target_val_accuracy_mean": val_mean,
+            "target_val_accuracy_std": val_std,
             "source_accuracy_mean": statistics.mean(run["source_accuracy"] for run in runs),
             "steps": runs[0]["steps"],
             # Whole command (start-up, data loading, training, evaluation, saving).
             "wall_minutes_mean": statistics.mean(run["process_wall_seconds"] for run in runs) / 60,
             "wall_minutes_max": max(run["process_wall_seconds"] for run in runs) / 60,
             "ms_per_step_mean": statistics.mean(run["ms_per_step"] for run in runs),
-            "paper_target_accuracy": PAPER_ACCURACY[mode],
+            "published": {version: figures[mode] for version, figures in PUBLISHED.items()},
         }
     return summary
 
 
-def to_markdown(summary, seeds, command):
+def to_markdown(summary, recipe, seeds, command):
     lines = [
-        f"MNIST -> MNIST-M, MNIST-M test accuracy at the final step, mean ± std over "
-        f"{len(seeds)} seeds ({', '.join(map(str, seeds))}).",
+        f"MNIST -> MNIST-M, recipe `{recipe}`: accuracy at the final step, mean ± std over "
+        f"{len(seeds)} seeds ({', '.join(map(str, seeds))}). \"val\" is the labelled split held "
+        "out of MNIST-M train (settings are chosen on it); \"test\" is the MNIST-M test set.",
         f"Machine: {cpu_model()}. Command: `{command}`.",
         "",
-        "| mode | paper | ours (mean ± std) | per seed | MNIST test acc | steps | wall min per run (mean / max) | ms/step |",
-        "|---|---|---|---|---|---|---|---|",
+        "| mode | ICML 2015 | JMLR 2016 | ours, test (mean ± std) | per seed | ours, val | "
+        "MNIST test | steps | wall min per run (mean / max) | ms/step |",
+        "|---|---|---|---|---|---|---|---|---|---|",
     ]
     for mode, row in summary.items():
         per_seed = ", ".join(f"{a:.4f}" for a in row["target_accuracies"])
+        published = row["published"]
         lines.append(
-            f"| {mode} | {row['paper_target_accuracy']:.4f} | "
+            f"| {mode} | {published['ICML 2015, Table 1']:.4f} | "
+            f"{published['JMLR 2016, Table 2']:.4f} | "
             f"{row['target_accuracy_mean']:.4f} ± {row['target_accuracy_std']:.4f} | {per_seed} | "
+            f"{row['target_val_accuracy_mean']:.4f} ± {row['target_val_accuracy_std']:.4f} | "
             f"{row['source_accuracy_mean']:.4f} | {row['steps']} | "
             f"{row['wall_minutes_mean']:.2f} / {row['wall_minutes_max']:.2f} | "
             f"{row['ms_per_step_mean']:.1f} |")
@@ -98,12 +152,27 @@ def to_markdown(summary, seeds, command):
 
 
 def parse_args(argv=None):
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--seeds", type=int, default=3, help="number of seeds (0, 1, ...)")
-    parser.add_argument("--modes", nargs="+", choices=MODES, default=list(MODES))
-    parser.add_argument("--data-dir", default=os.path.join("model_data", "dataset"))
-    parser.add_argument("--output-root", default=".")
+    from config.recipes import RECIPES
+
+    parser = ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--recipe", choices=list(RECIPES), default="default",
+                        help="named recipe of config/recipes.py (default: %(default)s)")
+    parser.add_argument("--seeds", type=int, default=3,
+                        help="number of seeds, run as 0, 1, ... (default: %(default)s)")
+    parser.add_argument("--modes", nargs="+", choices=MODES, default=list(MODES),
+                        help="modes to train (default: all three)")
+    parser.add_argument("--data-dir", default=os.path.join("model_data", "dataset"),
+                        help="folder holding the pickles (default: %(default)s)")
+    parser.add_argument("--output-root", default=".",
+                        help="folder holding logs/, checkpoints/ and config/ (default: %(default)s)")
     args, extra_flags = parser.parse_known_args(argv)
+    # Flags this tool sets for every run may not be passed through: `--seed 5` would
+    # silently override the seed of every run (and argparse would not call it an error).
+    owned = [flag for flag in extra_flags
+             if flag.split("=")[0] in ("--seed", "--mode", "--run-name", "--resume")]
+    if owned:
+        raise UserError(f"unrecognized arguments: {' '.join(extra_flags)} ({owned[0]} is set "
+                        "per run by this tool; use --seeds N for seeds 0..N-1)")
     if args.seeds <= 0:
         raise UserError(f"--seeds must be positive, got {args.seeds}")
     return args, extra_flags
@@ -112,16 +181,20 @@ def parse_args(argv=None):
 def main(argv=None):
     args, extra_flags = parse_args(argv)
     seeds = list(range(args.seeds))
+    # Every run's flags are checked (and saved configs compared) before any training starts.
+    for mode in args.modes:
+        for seed in seeds:
+            check_reusable(args.recipe, mode, seed, args.output_root, args.data_dir, extra_flags)
     start = time.perf_counter()
-    results = {mode: [train(mode, seed, args.output_root, args.data_dir, extra_flags)
+    results = {mode: [train(args.recipe, mode, seed, args.output_root, args.data_dir, extra_flags)
                       for seed in seeds] for mode in args.modes}
     summary = summarise(results)
     command = " ".join(["python -m utils.reproduce"] + (argv if argv is not None else sys.argv[1:]))
-    out_dir = os.path.join(args.output_root, "logs", "reproduce")
+    out_dir = os.path.join(args.output_root, "logs", "reproduce", args.recipe)
     atomic_write_json(os.path.join(out_dir, "results.json"),
-                      {"seeds": seeds, "cpu": cpu_model(), "command": command, "modes": summary,
-                       "runs": results})
-    markdown = to_markdown(summary, seeds, command)
+                      {"recipe": args.recipe, "seeds": seeds, "cpu": cpu_model(),
+                       "command": command, "modes": summary, "runs": results})
+    markdown = to_markdown(summary, args.recipe, seeds, command)
     atomic_write_text(os.path.join(out_dir, "results.md"), markdown)
     print(markdown)
     print(f"total {(time.perf_counter() - start) / 60:.1f} min; written to {out_dir}")
