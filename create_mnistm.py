@@ -26,6 +26,9 @@ from utils.io import (ArgumentParser, UserError, atomic_write_bytes, atomic_writ
                       ensure_writable_dir, run_main)
 
 DEFAULT_DATA_DIR = os.path.join("model_data", "dataset")
+# The build seed, also used when train_MNIST2MNIST_M.py builds the pickles itself,
+# so both give the same bytes.
+DEFAULT_SEED = 42
 BSDS_TRAIN_PREFIX = "BSR/BSDS500/data/images/train/"
 BSDS_URLS = (
     "http://www.eecs.berkeley.edu/Research/Projects/CS/vision/grouping/BSR/BSR_bsds500.tgz",
@@ -36,8 +39,37 @@ MNIST_KEYS = ("x_train", "y_train", "x_test", "y_test")
 DIGIT_SIZE = 28
 
 
+# First bytes of file kinds a user may pass by mistake for mnist.npz.
+NPZ_MAGIC = b"PK\x03\x04"
+OTHER_MAGIC = {b"\x1f\x8b": "a gzip file, e.g. a .tgz like the BSDS500 archive",
+               b"\x93NUMPY": "a single .npy array", b"BZh": "a bzip2 file",
+               b"\x80": "a pickle, e.g. a dataset pickle"}
+
+
+def check_npz(path):
+    """Raises UserError when `path` exists but is not an npz (zip) file at all.
+
+    np.load would otherwise read a .tgz as a pickle and answer with advice
+    about allow_pickle (issue 10), or return a bare array for a .npy file.
+    """
+    try:
+        with open(path, "rb") as handle:
+            head = handle.read(8)
+    except (FileNotFoundError, NotADirectoryError):
+        return  # load_mnist reports a missing file
+    except OSError as error:
+        raise UserError(f"cannot read {path}: {error.strerror}") from None
+    if head.startswith(NPZ_MAGIC):
+        return
+    kind = next((f"it is {what}" for magic, what in OTHER_MAGIC.items() if head.startswith(magic)),
+                "it has no zip header")
+    raise UserError(f"{path} is not an npz file: {kind}; --mnist-path takes the Keras "
+                    f"mnist.npz (download: {MNIST_URL})")
+
+
 def load_mnist(path):
     """Reads a Keras-layout mnist.npz; returns (x_train, y_train, x_test, y_test)."""
+    check_npz(path)
     try:
         with np.load(path, allow_pickle=False) as npz:
             missing = [key for key in MNIST_KEYS if key not in npz.files]
@@ -155,12 +187,18 @@ def _download(urls, destination):
 
 
 def resolve_bsds(path, data_dir):
+    """An explicit path, then BSR_bsds500.tgz or .zip in `data_dir`, then a download.
+
+    `_download` keeps the URL's suffix, so the mirror leaves a .zip: looking
+    for it too means the next build does not download again (issue 10).
+    """
     if path:
         return path
     local = os.path.join(data_dir, "BSR_bsds500.tgz")
-    if os.path.exists(local):
-        return local
-    print(f"BSDS500 not found at {local}; downloading", file=sys.stderr)
+    for candidate in (local, os.path.splitext(local)[0] + ".zip"):
+        if os.path.exists(candidate):
+            return candidate
+    print(f"BSDS500 not found at {local} (or .zip); downloading", file=sys.stderr)
     return _download(BSDS_URLS, local)
 
 
@@ -197,29 +235,77 @@ def build(mnist, backgrounds, seed):
     return grey, mnist_m
 
 
-def parse_args(argv=None):
+def build_pickles(out_dir, mnist_path=None, bsds_path=None, seed=DEFAULT_SEED,
+                  source_dir=DEFAULT_DATA_DIR):
+    """Finds the inputs (flags, then `source_dir`, then the Keras cache or a
+    download), builds MNIST and MNIST-M and writes both pickles under `out_dir`.
+
+    Used by this script and by train_MNIST2MNIST_M.py when the pickles are
+    missing, so both look for the data the same way. The output folders are
+    created up front (a bad --out-dir fails before any work), and removed
+    again if the build fails, so a failure leaves no empty MNIST/ and MNIST_M/
+    behind (issue 10).
+    """
+    folders = [out_dir] + [os.path.dirname(os.path.join(out_dir, sub))
+                           for sub in (MNIST_PICKLE, MNIST_M_PICKLE)]
+    created = []  # every folder this call makes, parents before children
+    try:
+        for folder in folders:
+            missing, parent = [], os.path.abspath(folder)
+            while not os.path.exists(parent):
+                missing.insert(0, parent)
+                parent = os.path.dirname(parent)
+            ensure_writable_dir(folder)
+            created.extend(missing)
+        backgrounds = load_bsds_backgrounds(resolve_bsds(bsds_path, source_dir))
+        mnist, mnist_m = build(resolve_mnist(mnist_path, source_dir), backgrounds, seed)
+        for name, data, sub in (("MNIST", mnist, MNIST_PICKLE),
+                                ("MNIST-M", mnist_m, MNIST_M_PICKLE)):
+            path = os.path.join(out_dir, sub)
+            atomic_write_pickle(path, data)
+            mean = pixel_mean(data["train"])
+            print(f"{name}: train {data['train'].shape}, val {data['val'].shape}, "
+                  f"pixel mean (RGB, train) {[round(float(v), 4) for v in mean]} -> {path}")
+    except BaseException:
+        for folder in reversed(created):
+            try:
+                os.rmdir(folder)  # only if still empty: never removes a written pickle
+            except OSError:
+                pass
+        raise
+    print(f"{len(backgrounds)} BSDS500 backgrounds, seed {seed}")
+
+
+def add_source_arguments(parser, use=""):
+    """--mnist-path and --bsds-path, shared with train_MNIST2MNIST_M.py (`use` says when
+    that script reads them)."""
+    parser.add_argument("--mnist-path", help=f"Keras-layout mnist.npz{use} (default: "
+                        f"{os.path.join(DEFAULT_DATA_DIR, 'mnist.npz')}, then the Keras cache "
+                        "~/.keras/datasets/mnist.npz, then a download)")
+    parser.add_argument("--bsds-path", help=f"BSR_bsds500.tgz or the .zip mirror{use} (default: "
+                        f"{os.path.join(DEFAULT_DATA_DIR, 'BSR_bsds500.tgz')} or .zip, then a "
+                        "download)")
+
+
+def build_parser():
     parser = ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--mnist-path", help="Keras-layout mnist.npz")
-    parser.add_argument("--bsds-path", help="BSR_bsds500.tgz (or the .zip mirror)")
+    add_source_arguments(parser)
     parser.add_argument("--out-dir", default=DEFAULT_DATA_DIR,
-                        help="writes MNIST/mnist_data.pkl and MNIST_M/mnist_m_data.pkl here")
-    parser.add_argument("--seed", type=int, default=42)
-    return parser.parse_args(argv)
+                        help="writes MNIST/mnist_data.pkl and MNIST_M/mnist_m_data.pkl here "
+                        "(default: %(default)s)")
+    parser.add_argument("--seed", type=int, default=DEFAULT_SEED,
+                        help="seeds the choice of background and crop of every digit "
+                        "(default: %(default)s)")
+    return parser
+
+
+def parse_args(argv=None):
+    return build_parser().parse_args(argv)
 
 
 def main(argv=None):
     args = parse_args(argv)
-    for sub in (MNIST_PICKLE, MNIST_M_PICKLE):
-        ensure_writable_dir(os.path.dirname(os.path.join(args.out_dir, sub)))
-    backgrounds = load_bsds_backgrounds(resolve_bsds(args.bsds_path, DEFAULT_DATA_DIR))
-    mnist, mnist_m = build(resolve_mnist(args.mnist_path, DEFAULT_DATA_DIR), backgrounds, args.seed)
-    for name, data, sub in (("MNIST", mnist, MNIST_PICKLE), ("MNIST-M", mnist_m, MNIST_M_PICKLE)):
-        path = os.path.join(args.out_dir, sub)
-        atomic_write_pickle(path, data)
-        mean = pixel_mean(data["train"])
-        print(f"{name}: train {data['train'].shape}, val {data['val'].shape}, "
-              f"pixel mean (RGB, train) {[round(float(v), 4) for v in mean]} -> {path}")
-    print(f"{len(backgrounds)} BSDS500 backgrounds, seed {args.seed}")
+    build_pickles(args.out_dir, args.mnist_path, args.bsds_path, args.seed)
 
 
 if __name__ == "__main__":

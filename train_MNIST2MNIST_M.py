@@ -8,30 +8,78 @@ Every DANNConfig field is a flag (see config/config.py). Outputs go to
 logs/<run>/ (TensorBoard, log.txt, results.json), checkpoints/<run>/ and
 config/<run>/. Accuracy is reported at the final step; no model is ever
 selected on target labels.
+
+When --data-dir holds neither pickle, they are built first, exactly as
+`python create_mnistm.py --out-dir <data-dir>` would (same input lookup, same
+seed), so one command trains on a fresh machine.
 """
 import json
 import os
 import sys
 import time
 
-from config.config import DANNConfig, add_config_arguments, config_from_args
-from utils.data import load_mnist_and_mnistm
+import create_mnistm
+from config.config import DANNConfig, add_config_arguments, check_run_name, config_from_args
+from utils.data import MNIST_M_PICKLE, MNIST_PICKLE, load_mnist_and_mnistm
 from utils.io import ArgumentParser, UserError, ensure_writable_dir, run_main
 
 
-def parse_args(argv=None):
+def build_parser():
+    """The command line: one flag per DANNConfig field, plus the run and data flags."""
     parser = ArgumentParser(description=__doc__.split("\n\n")[0])
     add_config_arguments(parser)
     parser.add_argument("--resume", action="store_true",
-                        help="continue --run-name from its latest checkpoint")
+                        help="continue --run-name from its latest checkpoint (default: off)")
     parser.add_argument("--output-root", default=".",
-                        help="folder holding logs/, checkpoints/ and config/")
-    parser.add_argument("--no-progress", action="store_true", help="hide the progress bars")
-    return parser.parse_args(argv)
+                        help="folder holding logs/, checkpoints/ and config/ "
+                        "(default: %(default)s)")
+    parser.add_argument("--no-progress", action="store_true",
+                        help="hide the progress bars (default: off)")
+    create_mnistm.add_source_arguments(
+        parser, use=", to build the pickles when --data-dir holds none")
+    return parser
+
+
+def parse_args(argv=None):
+    return build_parser().parse_args(argv)
+
+
+def ensure_pickles(data_dir, mnist_path=None, bsds_path=None, resume=False):
+    """Builds MNIST and MNIST-M into `data_dir` when it holds neither pickle (issue 10).
+
+    Only for a new run, and only when both are missing: a folder with one
+    pickle is damaged, and rebuilding would silently replace the other; a
+    resumed run must continue on the data it started with. Loading then names
+    the missing file. --mnist-path/--bsds-path are refused when they would be
+    ignored, rather than silently dropped.
+    """
+    present = [os.path.exists(os.path.join(data_dir, sub))
+               for sub in (MNIST_PICKLE, MNIST_M_PICKLE)]
+    if (mnist_path or bsds_path) and resume:
+        raise UserError("--mnist-path/--bsds-path cannot be used with --resume: a resumed run "
+                        "continues on the data it started with; drop them")
+    if (mnist_path or bsds_path) and any(present):
+        raise UserError(f"{data_dir} already holds pickles, so --mnist-path/--bsds-path would be "
+                        "ignored; drop them, or rebuild with `python create_mnistm.py --out-dir "
+                        f"{data_dir}` and those flags")
+    if resume or any(present):
+        return
+    print(f"no pickles in {data_dir}; building MNIST-M first (as `python create_mnistm.py "
+          f"--out-dir {data_dir}` does)", flush=True)
+    create_mnistm.build_pickles(data_dir, mnist_path, bsds_path)
+
+
+def finished_results(output_root, run_name):
+    """The path of the run's results.json if the run has finished, else None."""
+    path = os.path.join(output_root, "logs", run_name, "results.json")
+    return path if os.path.exists(path) else None
 
 
 def resolve_config(args):
     """The run's config: from the flags, or (with --resume) the saved one, unchanged."""
+    if args.run_name is not None:
+        # Before any path is built from it: config/<run> of `--resume` included.
+        check_run_name(args.run_name)
     if not args.resume:
         config = config_from_args(args, run_name=args.run_name or time.strftime("%Y%m%d-%H%M%S"))
         saved = os.path.join(args.output_root, "config", config.run_name, "config.json")
@@ -53,9 +101,17 @@ def resolve_config(args):
 def main(argv=None):
     args = parse_args(argv)
     config = resolve_config(args)
+    results_path = finished_results(args.output_root, config.run_name) if args.resume else None
+    if results_path:
+        # Resuming would retrain nothing but rewrite results.json with the
+        # timing of a no-op (issue 10): say so and leave the run untouched.
+        print(f"run {config.run_name!r} is already finished ({results_path}); nothing to resume. "
+              "Start a new run with another --run-name to train again.")
+        return
     # Bad data or an unwritable output folder should fail in a second, not
     # after the TensorFlow import and model build.
     ensure_writable_dir(args.output_root)
+    ensure_pickles(config.data_dir, args.mnist_path, args.bsds_path, resume=args.resume)
     mnist, mnist_m = load_mnist_and_mnistm(config.data_dir, config.input_shape, config.num_classes)
 
     import keras

@@ -89,6 +89,10 @@ BUILDER_CASES = {
                                      "cannot create output folder"),
     "unknown flag": (lambda folder, valid: {"--colour": "blue"},
                      "unrecognized arguments: --colour blue"),
+    # Issue 10: numpy would answer with advice about allow_pickle.
+    "tgz passed as mnist.npz": (lambda folder, valid: {"--mnist-path": valid["--bsds-path"]},
+                                "is not an npz file: it is a gzip file"),
+    "prefix of a flag": (lambda folder, valid: {"--se": 5}, "unrecognized arguments: --se 5"),
 }
 
 
@@ -98,14 +102,18 @@ def test_builder_rejects_bad_input_in_one_line(case, builder_inputs, tmp_path):
     make_flags, expected = BUILDER_CASES[case]
     values = dict(valid, **{"--out-dir": tmp_path / "out"})
     values.update(make_flags(folder, valid))
-    assert_one_line_failure(run_script(BUILDER_SCRIPT, *flags(values)), expected)
+    message = assert_one_line_failure(run_script(BUILDER_SCRIPT, *flags(values)), expected)
+    assert "allow_pickle" not in message
     assert not list(tmp_path.rglob("*.pkl")), "a failed build wrote a pickle"
+    # Issue 10: nor empty MNIST/ and MNIST_M/ folders.
+    assert not (tmp_path / "out").exists(), list((tmp_path / "out").rglob("*"))
 
 
 def tiny_run_flags(data_dir, output_root, overrides=()):
     """Flags of a two-step training run, with `overrides` ({"--flag": value}) replacing them."""
     values = {"--data-dir": data_dir, "--output-root": output_root, "--run-name": "bad",
-              "--epochs": 1, "--steps-per-epoch": 2, "--batch-size": 8, "--eval-batch-size": 16}
+              "--epochs": 1, "--steps-per-epoch": 2, "--batch-size": 8, "--eval-batch-size": 16,
+              "--target-val-size": 32}
     values.update(overrides)
     return flags(values) + ["--no-progress"]
 
@@ -125,6 +133,17 @@ TRAIN_CASES = {
     "steps per epoch 0": ({"--steps-per-epoch": 0}, "steps_per_epoch must be positive, got 0"),
     "unknown mode": ({"--mode": "adversarial"}, "unknown mode 'adversarial'"),
     "unknown flag": ({"--colour": "blue"}, "unrecognized arguments: --colour blue"),
+    # Issue 10: argparse would read a prefix as the flag it starts.
+    "prefix of a flag": ({"--see": 5}, "unrecognized arguments: --see 5"),
+    "non-numeric steps per epoch": ({"--steps-per-epoch": "many"},
+                                    "expected an integer or none, got 'many'"),
+    # Issue 10: run folders must stay inside the output root.
+    "run name with ..": ({"--run-name": "../escaped"}, "must stay inside the output root"),
+    "absolute run name": ({"--run-name": "/tmp/escaped"}, "must stay inside the output root"),
+    # Issue 10: the flag, not the pickle, is the likelier mistake.
+    "input shape unlike the pickles": ({"--input-shape": "32,32,3"},
+                                       "the pickles hold 28x28x3 images but --input-shape is "
+                                       "32,32,3; pass --input-shape 28,28,3 or rebuild"),
 }
 
 
@@ -143,8 +162,13 @@ def test_train_script_rejects_output_root_below_a_file(data_dir, tmp_path):
     assert_one_line_failure(completed, "cannot create output folder", "a_file")
 
 
-def test_train_script_reports_missing_pickle(tmp_path):
-    completed = run_script(TRAIN_SCRIPT, *tiny_run_flags(tmp_path / "empty", tmp_path / "out"))
+def test_train_script_reports_missing_pickle(data_dir, tmp_path):
+    # With both pickles missing the script builds them (tests/test_first_hour.py); with
+    # one missing the folder is damaged, and the missing file is named.
+    folder = tmp_path / "data"
+    os.makedirs(folder / os.path.dirname(MNIST_M_PICKLE))
+    shutil.copy(os.path.join(data_dir, MNIST_M_PICKLE), folder / MNIST_M_PICKLE)
+    completed = run_script(TRAIN_SCRIPT, *tiny_run_flags(folder, tmp_path / "out"))
     assert_one_line_failure(completed, "dataset pickle not found", MNIST_PICKLE, REBUILD_HINT)
 
 

@@ -11,22 +11,36 @@ class UserError(Exception):
     """A mistake the user can fix (bad path, bad flag, bad data): printed as one line."""
 
 
+def one_line(text):
+    """`text` with its line breaks turned into spaces: every error is one line."""
+    return " ".join(str(text).splitlines())
+
+
 def run_main(main):
     """Runs `main()`, turning a UserError into a one-line message and exit status 2."""
     try:
         return main()
     except UserError as error:
-        print(f"error: {error}", file=sys.stderr)
+        print(f"error: {one_line(error)}", file=sys.stderr)
         sys.exit(2)
 
 
 class ArgumentParser(argparse.ArgumentParser):
-    """argparse whose flag errors are UserErrors: one line, not the full usage block."""
+    """argparse whose flag errors are UserErrors: one line, not the full usage block.
+
+    Prefixes of flags are not accepted (allow_abbrev=False, issue 10): with
+    them `--seed 5` would silently become `--seeds 5` in a parser that has
+    only `--seeds`.
+    """
+
+    def __init__(self, *args, **kwargs):
+        kwargs.setdefault("allow_abbrev", False)
+        super().__init__(*args, **kwargs)
 
     def error(self, message):
         spec = getattr(sys.modules["__main__"], "__spec__", None)
         command = f"-m {spec.name}" if spec and spec.name != "__main__" else self.prog
-        raise UserError(f"{message}; see `python {command} --help`")
+        raise UserError(one_line(f"{message}; see `python {command} --help`"))
 
 
 def ensure_writable_dir(path):

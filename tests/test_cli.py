@@ -1,0 +1,98 @@
+"""Issue 10, "a CLI that explains itself": every flag has help with its default and
+allowed values, taken from DANNConfig's docstring; prefixes of flags are refused."""
+import argparse
+import dataclasses
+
+import pytest
+
+import create_mnistm
+import train_MNIST2MNIST_M
+from config.config import (FIELD_DOCS, INPUT_NORMALISATIONS, MODES, STRATEGIES, DANNConfig,
+                           attribute_docs, flag_defaults)
+from config.recipes import RECIPES, recipe_fields
+from tests.conftest import assert_one_line_failure, run_script
+from utils import samples
+from utils.io import ArgumentParser, UserError
+
+PARSERS = {"train_MNIST2MNIST_M.py": train_MNIST2MNIST_M.build_parser,
+           "create_mnistm.py": create_mnistm.build_parser,
+           "utils/samples.py": samples.build_parser}
+
+
+def flag_help(parser):
+    """{--flag: help text} of every option of `parser` except -h/--help."""
+    return {action.option_strings[-1]: action.help for action in parser._actions
+            if not isinstance(action, argparse._HelpAction)}
+
+
+@pytest.mark.parametrize("script", PARSERS)
+def test_no_flag_lacks_help_or_default(script):
+    helps = flag_help(PARSERS[script]())
+    assert helps
+    for flag, text in helps.items():
+        assert text and text != argparse.SUPPRESS, f"{script} {flag} has no help"
+        assert "default" in text, f"{script} {flag}: help names no default: {text!r}"
+
+
+def test_every_config_field_is_documented_once():
+    assert list(FIELD_DOCS) == [field.name for field in dataclasses.fields(DANNConfig)]
+    assert all("\n" not in text and text.strip() == text for text in FIELD_DOCS.values())
+
+
+def test_attribute_docs_joins_continuation_lines_and_stops_at_the_section_end():
+    docstring = """Summary.
+
+    Attributes:
+      alpha: first line
+        continued here.
+      beta: one line.
+
+    Returns:
+      gamma: not an attribute.
+    """
+    assert attribute_docs(docstring) == {"alpha": "first line continued here.", "beta": "one line."}
+
+
+def test_config_help_is_the_docstring_with_default_recipe_defaults_and_choices():
+    helps = flag_help(train_MNIST2MNIST_M.build_parser())
+    defaults = flag_defaults()
+    # The defaults a run without flags gets: the default recipe over the field defaults.
+    for name, value in recipe_fields("default").items():
+        assert defaults[name] == value
+    assert helps["--batch-size"].startswith(FIELD_DOCS["batch_size"].rstrip("."))
+    assert f"(default: {defaults['batch_size']})" in helps["--batch-size"]
+    assert f"(default: {defaults['steps_per_epoch']})" in helps["--steps-per-epoch"]
+    assert "(default: 28,28,3)" in helps["--input-shape"]
+    assert "(default: false)" in helps["--deterministic"]
+    for flag, choices in (("--mode", MODES), ("--strategy", STRATEGIES),
+                          ("--input-norm", INPUT_NORMALISATIONS), ("--recipe", tuple(RECIPES))):
+        assert f"one of: {', '.join(choices)})" in helps[flag], helps[flag]
+
+
+def test_help_output_lists_choices_and_defaults():
+    completed = run_script("train_MNIST2MNIST_M.py", "--help")
+    assert completed.returncode == 0, completed.stderr
+    assert "--mode {dann,source_only,target_only}" in completed.stdout
+    assert "Traceback" not in completed.stderr
+    completed = run_script("create_mnistm.py", "--help")
+    assert completed.returncode == 0, completed.stderr
+    text = " ".join(completed.stdout.split())  # argparse wraps lines anywhere
+    assert "(default: 42)" in text and "(default: model_data/dataset)" in text
+
+
+@pytest.mark.parametrize("script", ["train_MNIST2MNIST_M.py", "create_mnistm.py"])
+def test_prefix_of_seed_is_refused_in_one_line(script, tmp_path):
+    completed = run_script(script, "--see", "5", "--out-dir" if script == "create_mnistm.py"
+                           else "--output-root", tmp_path / "out")
+    assert_one_line_failure(completed, "unrecognized arguments: --see 5", "--help")
+    assert not (tmp_path / "out").exists()
+
+
+def test_argument_parser_refuses_prefixes_and_keeps_errors_on_one_line():
+    parser = ArgumentParser(prog="tool")
+    parser.add_argument("--seeds", type=int)
+    with pytest.raises(UserError, match="unrecognized arguments: --seed 5"):
+        parser.parse_args(["--seed", "5"])
+    with pytest.raises(UserError) as raised:
+        parser.error("first\nsecond")
+    assert "\n" not in str(raised.value) and "first second" in str(raised.value)
