@@ -8,6 +8,14 @@ Writes three PNGs into --out (default <output-root>/image):
     lambda_p = 2 / (1 + exp(-gamma p)) - 1, against the training step;
   * acc.png: label and domain accuracy, training batches in blue, test sets in red;
   * loss.png: label loss L_y and domain loss L_d (Eq. 9-10), same colours.
+
+    python -m utils.plot_curves --run <run> --original-logs PATH [--out DIR]
+
+writes only compare_original.png instead: the run's label and domain accuracy
+beside those of the original TF2 repository (Daipuwei/DANN-MNIST-tf2), read
+from its run folder PATH (train/ and validation/ event files, step = epoch of
+468 updates of 128 + 128 images). The x axis is source images seen, so runs
+with different batches and epoch lengths line up.
 """
 import os
 
@@ -36,6 +44,28 @@ FIGURES = {
     ]),
 }
 
+# The original repository's tags, mapped by meaning onto ours. Its validation
+# writer logs the domain *accuracy* under loss/domain_cls_loss (it feeds
+# domain_cls_acc to that metric in eval_one_epoch), so that one is not mapped.
+ORIGINAL_TAGS = {
+    "train": {"acc/image_cls_acc": "acc/label_acc", "acc/domain_cls_acc": "acc/domain_acc",
+              "loss/image_cls_loss": "loss/label_loss", "loss/domain_cls_loss": "loss/domain_loss",
+              "loss/loss": "loss/total_loss"},
+    "validation": {"acc/image_cls_acc": "acc/label_acc", "acc/domain_cls_acc": "acc/domain_acc",
+                   "loss/image_cls_loss": "loss/label_loss", "loss/loss": "loss/total_loss"},
+}
+# One original epoch: 468 updates of 128 source + 128 target images.
+ORIGINAL_SOURCE_IMAGES_PER_EPOCH = 468 * 128
+COMPARE_FILE = "compare_original.png"
+RUN_COLOURS = {"ours": "tab:blue", "original": "tab:orange"}
+WRITER_LINES = {"validation": dict(linestyle="-", alpha=1.0),
+                "train": dict(linestyle=":", alpha=0.7)}
+COMPARE_PANELS = [
+    ("acc/label_acc", "label accuracy\n(train: MNIST batches; validation: MNIST-M test)"),
+    ("acc/domain_acc", "domain classifier accuracy\n(train: batches of both; validation: ours "
+                       "both tests,\noriginal MNIST-M test only)"),
+]
+
 
 def parse_args(argv=None):
     parser = ArgumentParser(description=__doc__.split("\n\n")[0])
@@ -44,6 +74,10 @@ def parse_args(argv=None):
                         help="folder holding logs/ and image/ (default: .)")
     parser.add_argument("--logs-root", help="folder holding logs/<run> (default: OUTPUT_ROOT/logs)")
     parser.add_argument("--out", help="folder for the PNGs (default: OUTPUT_ROOT/image)")
+    parser.add_argument("--original-logs", metavar="PATH",
+                        help="the original repository's run folder (holding train/ and "
+                             f"validation/): write only {COMPARE_FILE}, its curves beside --run's "
+                             "(which needs config/<run>/ under --output-root)")
     return parser.parse_args(argv)
 
 
@@ -93,11 +127,121 @@ def plot_run(run, logs_root, out_dir):
             for file_name, (title, panels) in FIGURES.items()]
 
 
+def check_original_logs(folder):
+    """Fails fast when `folder` is not the original's run folder."""
+    if not any(os.path.isdir(os.path.join(folder, writer)) and
+               any("tfevents" in name for name in os.listdir(os.path.join(folder, writer)))
+               for writer in ORIGINAL_TAGS):
+        raise UserError(f"no event files in {folder}/train or {folder}/validation; pass "
+                        "--original-logs the original's run folder, the one holding train/ and "
+                        "validation/")
+
+
+def scalar_value(value):
+    """A scalar summary value, written as a tensor (TF2) or a simple_value (TF1)."""
+    import tensorflow as tf
+
+    if value.WhichOneof("value") == "simple_value":
+        return float(value.simple_value)
+    return float(tf.make_ndarray(value.tensor))
+
+
+def read_original_scalars(folder):
+    """The original's curves under our tags: {writer: {our tag: [(epoch, value), ...]}}."""
+    import tensorflow as tf
+    from tensorflow.core.util import event_pb2
+
+    scalars = {}
+    for writer, tag_map in ORIGINAL_TAGS.items():
+        path = os.path.join(folder, writer)
+        if not os.path.isdir(path):
+            continue
+        tags = scalars.setdefault(writer, {})
+        for file_name in sorted(os.listdir(path)):
+            if "tfevents" not in file_name:
+                continue
+            try:
+                for record in tf.data.TFRecordDataset(os.path.join(path, file_name)):
+                    event = event_pb2.Event.FromString(record.numpy())
+                    for value in event.summary.value:
+                        if value.tag in tag_map:
+                            tags.setdefault(tag_map[value.tag], []).append(
+                                (event.step, scalar_value(value)))
+            except tf.errors.DataLossError:
+                raise UserError(f"{os.path.join(path, file_name)} is truncated or not an event "
+                                "file; copy it again from the original repository") from None
+        for points in tags.values():
+            points.sort()
+    if not any(scalars.values()):
+        raise UserError(f"the event files in {folder} hold none of the original's tags "
+                        f"({', '.join(ORIGINAL_TAGS['train'])}); is it the original's run folder?")
+    return scalars
+
+
+def plot_comparison(curves, path):
+    """One panel per tag of COMPARE_PANELS: validation solid, train dotted, one colour per run.
+
+    `curves` maps a run label ("ours (<run>)" or "original") to
+    (colour, source images per step, {writer: {tag: [(step, value)]}}).
+    """
+    from utils.figures import new_figure, save_png
+
+    figure, axes = new_figure(len(COMPARE_PANELS),
+                              title="Ours and the original TF2 repository (Daipuwei/DANN-MNIST-tf2)")
+    for axis, (tag, panel_title) in zip(axes, COMPARE_PANELS):
+        for label, (colour, images_per_step, scalars) in curves.items():
+            for writer, style in WRITER_LINES.items():
+                points = scalars.get(writer, {}).get(tag)
+                if points:
+                    steps, values = zip(*points)
+                    axis.plot([step * images_per_step for step in steps], values, color=colour,
+                              label=f"{label}, {writer}", marker="." if len(steps) < 30 else None,
+                              **style)
+        axis.set_xscale("log")
+        axis.set(title=panel_title, ylabel="accuracy",
+                 xlabel="source images seen, log scale\n(ours: step x batch_size/2; "
+                        "original: epoch x 468 x 128)")
+        axis.grid(alpha=0.3)
+    # One legend below both panels, clear of the curves: the panel with most lines has them all.
+    fullest = max(axes, key=lambda axis: len(axis.lines))
+    if fullest.lines:
+        figure.legend(handles=fullest.lines, loc="outside lower center", ncols=4, fontsize="small")
+    return save_png(figure, path)
+
+
+def compare_with_original(run, output_root, logs_root, original_logs, out_dir):
+    """Writes compare_original.png of `run` against the original's run folder; returns its path."""
+    from utils.runs import run_config
+
+    config = run_config(run, output_root)
+    log_dir = os.path.join(logs_root, run)
+    check_event_files(log_dir, run)
+    check_original_logs(original_logs)
+
+    from utils.summaries import read_scalars
+
+    ours = read_scalars(log_dir)
+    if not any(ours.values()):
+        raise UserError(f"run {run!r} logged no scalars in {log_dir}; did training reach its "
+                        "first logging step?")
+    curves = {
+        f"ours ({run})": (RUN_COLOURS["ours"], config.batch_size // 2, ours),
+        "original": (RUN_COLOURS["original"], ORIGINAL_SOURCE_IMAGES_PER_EPOCH,
+                     read_original_scalars(original_logs)),
+    }
+    return plot_comparison(curves, os.path.join(out_dir, COMPARE_FILE))
+
+
 def main(argv=None):
     args = parse_args(argv)
     logs_root = args.logs_root or os.path.join(args.output_root, "logs")
     out_dir = args.out or os.path.join(args.output_root, "image")
-    for path in plot_run(args.run, logs_root, out_dir):
+    if args.original_logs:
+        paths = [compare_with_original(args.run, args.output_root, logs_root, args.original_logs,
+                                       out_dir)]
+    else:
+        paths = plot_run(args.run, logs_root, out_dir)
+    for path in paths:
         print(f"wrote {path}")
 
 
