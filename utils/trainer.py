@@ -82,6 +82,23 @@ class WindowMetrics(tf.Module):
         }
 
 
+class RunClock(tf.Module):
+    """Wall time, timed training time and timed steps of the run so far.
+
+    Kept in the checkpoint, so a resumed run reports its wall time and ms/step
+    over the whole run rather than over its last session.
+    """
+
+    def __init__(self):
+        super().__init__(name="run_clock")
+        self.totals = tf.Variable([0.0, 0.0, 0.0], dtype=tf.float64, trainable=False)
+
+    def read(self):
+        """(wall seconds, training seconds, timed steps) as saved."""
+        wall, train, steps = self.totals.numpy().tolist()
+        return wall, train, int(steps)
+
+
 def create_strategy(name):
     """`default`: one device; `mirrored`: synchronous data parallelism over all visible devices."""
     if name == "mirrored":
@@ -138,6 +155,7 @@ class Trainer:
             self.metrics = WindowMetrics()
             # Step of the first NaN/Inf loss or gradient, -1 while training is healthy.
             self.diverged_at = tf.Variable(-1, dtype=tf.int64, trainable=False)
+            self.clock = RunClock()
             # Recipe components (config/recipes.py), each a module of its own.
             self.weight_average = (WeightAverage(self.dann.model, build_dann(
                 config.input_shape, config.num_classes, mean, config.input_norm).model,
@@ -145,11 +163,14 @@ class Trainer:
         self.target_losses = ([TargetEntropy(config.entropy_weight, config.entropy_start,
                                              config.grl_gamma, config.total_steps, self.half_batch)]
                               if self.adapt and config.entropy_weight > 0 else [])
+        # This session's timing, until fit() starts it anew (the benchmark trains without fit()).
+        self._clock_base, self._session_start = (0.0, 0.0, 0), time.perf_counter()
+        self._session_train_seconds, self._session_timed_steps = 0.0, 0
         # The model that is evaluated and saved: the weight average when there is one.
         self.eval_model = (self.weight_average.averaged if self.weight_average
                            else self.dann.model)
         checkpointed = dict(model=self.dann.model, optimizer=self.optimizer,
-                            metrics=self.metrics, diverged_at=self.diverged_at)
+                            metrics=self.metrics, diverged_at=self.diverged_at, clock=self.clock)
         if self.weight_average:
             checkpointed["averaged_model"] = self.weight_average.averaged
         self.checkpoint = tf.train.Checkpoint(**checkpointed)
@@ -352,8 +373,15 @@ class Trainer:
                            f"stopped and no update from that step was applied; last good "
                            f"checkpoint: {last}. Try a lower --learning-rate.")
 
+    def _run_totals(self):
+        """(wall seconds, training seconds, timed steps) of the whole run up to now."""
+        wall, train, steps = self._clock_base
+        return (wall + time.perf_counter() - self._session_start,
+                train + self._session_train_seconds, steps + self._session_timed_steps)
+
     def save_checkpoint(self):
         self._check_finite()
+        self.clock.totals.assign(self._run_totals())
         return self.manager.save(checkpoint_number=self.optimizer.iterations)
 
     def restore(self):
@@ -386,8 +414,10 @@ class Trainer:
         stop_signal = []
         handlers = {signum: signal.signal(signum, lambda signum, _: stop_signal.append(signum))
                     for signum in SIGNAL_EXIT}
-        start_time = time.perf_counter()
-        train_seconds, timed_steps = 0.0, 0
+        # Timing of this session, added to what the checkpoint says earlier sessions took.
+        self._clock_base = self.clock.read()
+        self._session_start = time.perf_counter()
+        self._session_train_seconds, self._session_timed_steps = 0.0, 0
         validation = None
         try:
             iterator = iter(self.make_dataset(start_step=self.step))
@@ -398,7 +428,8 @@ class Trainer:
                 stop_at = min(_next_multiple(self.step, config.eval_every_steps),
                               _next_multiple(self.step, config.steps_per_epoch), config.total_steps)
                 seconds, steps = self._train_until(stop_at, iterator, writers, stop_signal, bar)
-                train_seconds, timed_steps = train_seconds + seconds, timed_steps + steps
+                self._session_train_seconds += seconds
+                self._session_timed_steps += steps
                 step = self.step
                 if step == config.total_steps and step % config.log_every_steps:
                     self._log_training_window(writers["train"], step)  # the last, shorter window
@@ -419,8 +450,7 @@ class Trainer:
                 writer.flush()
         # The loop ends with a whole-set validation of the final step: reuse it
         # (a run resumed when already finished has none and evaluates once).
-        return self._finish(validation or self.evaluate(), time.perf_counter() - start_time,
-                            train_seconds, timed_steps)
+        return self._finish(validation or self.evaluate(), *self._run_totals())
 
     def _checkpoint_path(self, step):
         return os.path.join(self.dirs["checkpoints"], f"ckpt-{step}")
@@ -504,6 +534,8 @@ class Trainer:
             "domain_accuracy": float(validation["acc/domain_acc"]),
             "wall_seconds": round(wall_seconds, 2),
             "ms_per_step": round(1000.0 * train_seconds / max(timed_steps, 1), 3),
+            # Steps the ms/step is measured over: all but each chunk's first call.
+            "timed_steps": timed_steps,
         }
         atomic_write_json(os.path.join(self.dirs["logs"], "results.json"), results)
         return results
