@@ -137,41 +137,11 @@ def check_original_logs(folder):
                         "validation/")
 
 
-def scalar_value(value):
-    """A scalar summary value, written as a tensor (TF2) or a simple_value (TF1)."""
-    import tensorflow as tf
-
-    if value.WhichOneof("value") == "simple_value":
-        return float(value.simple_value)
-    return float(tf.make_ndarray(value.tensor))
-
-
 def read_original_scalars(folder):
     """The original's curves under our tags: {writer: {our tag: [(epoch, value), ...]}}."""
-    import tensorflow as tf
-    from tensorflow.core.util import event_pb2
+    from utils.summaries import read_scalars
 
-    scalars = {}
-    for writer, tag_map in ORIGINAL_TAGS.items():
-        path = os.path.join(folder, writer)
-        if not os.path.isdir(path):
-            continue
-        tags = scalars.setdefault(writer, {})
-        for file_name in sorted(os.listdir(path)):
-            if "tfevents" not in file_name:
-                continue
-            try:
-                for record in tf.data.TFRecordDataset(os.path.join(path, file_name)):
-                    event = event_pb2.Event.FromString(record.numpy())
-                    for value in event.summary.value:
-                        if value.tag in tag_map:
-                            tags.setdefault(tag_map[value.tag], []).append(
-                                (event.step, scalar_value(value)))
-            except tf.errors.DataLossError:
-                raise UserError(f"{os.path.join(path, file_name)} is truncated or not an event "
-                                "file; copy it again from the original repository") from None
-        for points in tags.values():
-            points.sort()
+    scalars = read_scalars(folder, writers=tuple(ORIGINAL_TAGS), tag_names=ORIGINAL_TAGS)
     if not any(scalars.values()):
         raise UserError(f"the event files in {folder} hold none of the original's tags "
                         f"({', '.join(ORIGINAL_TAGS['train'])}); is it the original's run folder?")

@@ -25,24 +25,46 @@ def format_validation_line(step, total_steps, whole, validation):
     return f"step {step}/{total_steps} ({sets}) | {scalars}"
 
 
-def read_scalars(log_dir):
-    """Reads every scalar a run logged: {writer: {tag: [(step, value), ...]}}, sorted by step."""
+def read_scalars(log_dir, writers=WRITERS, tag_names=None):
+    """Reads every scalar a run logged: {writer: {tag: [(step, value), ...]}}, sorted by step.
+
+    `tag_names` ({writer: {tag in the files: tag returned}}) keeps and renames
+    only those tags, e.g. to read the original repository's event files under
+    ours. Values written as tensors (TF2) and as `simple_value`s (TF1) both read.
+    """
     from tensorflow.core.util import event_pb2
 
+    from utils.io import UserError
+
     scalars = {}
-    for name in WRITERS:
+    for name in writers:
         folder = os.path.join(log_dir, name)
         if not os.path.isdir(folder):
             continue
         tags = scalars.setdefault(name, {})
+        rename = None if tag_names is None else tag_names.get(name, {})
         for file_name in sorted(os.listdir(folder)):
             if "tfevents" not in file_name:
                 continue
-            for record in tf.data.TFRecordDataset(os.path.join(folder, file_name)):
-                event = event_pb2.Event.FromString(record.numpy())
-                for value in event.summary.value:
-                    tags.setdefault(value.tag, []).append(
-                        (event.step, float(tf.make_ndarray(value.tensor))))
+            path = os.path.join(folder, file_name)
+            try:
+                for record in tf.data.TFRecordDataset(path):
+                    event = event_pb2.Event.FromString(record.numpy())
+                    for value in event.summary.value:
+                        if rename is not None and value.tag not in rename:
+                            continue
+                        tag = value.tag if rename is None else rename[value.tag]
+                        tags.setdefault(tag, []).append((event.step, _scalar_value(value)))
+            except tf.errors.DataLossError:
+                raise UserError(f"{path} is truncated or not an event file; delete it or copy "
+                                "it again") from None
         for points in tags.values():
             points.sort()
     return scalars
+
+
+def _scalar_value(value):
+    """A scalar summary value, written as a tensor (TF2) or a simple_value (TF1)."""
+    if value.WhichOneof("value") == "simple_value":
+        return float(value.simple_value)
+    return float(tf.make_ndarray(value.tensor))
