@@ -112,6 +112,15 @@ class DANNConfig:
         (utils/target_entropy.py, Grandvalet & Bengio 2004); 0 disables.
       entropy_start: training progress p in [0, 1) at which that weight starts
         to ramp up.
+      vat_weight: weight of virtual adversarial training on target images
+        (utils/virtual_adversarial.py, Miyato et al., TPAMI 2018; the second
+        target term of VADA, Shu et al., ICLR 2018); 0 disables. About doubles
+        the cost of an update once it is on.
+      vat_radius: L2 norm of the virtual adversarial perturbation, in [0, 1]
+        pixel units over the whole image (1.5 is DIRT-T's 3.5 at the same size
+        per pixel).
+      vat_start: training progress p in [0, 1) at which the VAT weight starts
+        to ramp up; updates before it pay nothing for VAT.
       eval_every_steps: steps between validation points (TensorBoard
         `validation/`); None means total_steps // 20, i.e. 20 points. The end
         of the run is always evaluated.
@@ -154,6 +163,9 @@ class DANNConfig:
     ema_decay: float = 0.0
     entropy_weight: float = 0.0
     entropy_start: float = 0.5
+    vat_weight: float = 0.0
+    vat_radius: float = 1.5
+    vat_start: float = 0.5
     eval_every_steps: Optional[int] = None
     eval_subset: int = 2000
     domain_loss_weight: float = 1.0
@@ -193,7 +205,7 @@ class DANNConfig:
                      "eval_every_steps", "steps_per_call"):
             require_positive(name)
         for name in ("lr_alpha", "lr_beta", "grl_gamma", "target_val_size", "entropy_weight",
-                     "domain_loss_weight",
+                     "vat_weight", "domain_loss_weight",
                      "eval_subset", "source_val_size"):
             if getattr(self, name) < 0:
                 raise UserError(f"{name} must be >= 0, got {getattr(self, name)}; pass "
@@ -202,8 +214,11 @@ class DANNConfig:
             raise UserError(f"momentum must be in [0, 1), got {self.momentum}")
         if not 0 <= self.ema_decay < 1:
             raise UserError(f"ema_decay must be in [0, 1), got {self.ema_decay}; 0 turns it off")
-        if not 0 <= self.entropy_start < 1:
-            raise UserError(f"entropy_start must be in [0, 1), got {self.entropy_start}")
+        for name in ("entropy_start", "vat_start"):
+            if not 0 <= getattr(self, name) < 1:
+                raise UserError(f"{name} must be in [0, 1), got {getattr(self, name)}; pass "
+                                f"--{name.replace('_', '-')} with a value in [0, 1)")
+        require_positive("vat_radius")
         if self.input_norm not in INPUT_NORMALISATIONS:
             raise UserError(f"unknown input_norm {self.input_norm!r}; use one of "
                             f"{', '.join(INPUT_NORMALISATIONS)}")

@@ -16,6 +16,7 @@ from utils.io import UserError
 from utils.summaries import read_scalars
 from utils.target_entropy import TargetEntropy, conditional_entropy
 from utils.trainer import Trainer
+from utils.virtual_adversarial import TargetVAT, kl_from_logits, virtual_adversarial_perturbation
 from utils.weight_average import WeightAverage
 
 
@@ -79,7 +80,57 @@ def test_target_entropy_weight_waits_for_its_start_then_ramps():
     q = (75 / 100 - 0.5) / 0.5
     assert float(loss.weight_at(75)) == pytest.approx(0.5 * (2 / (1 + math.exp(-10 * q)) - 1), rel=1e-5)
     uniform = tf.zeros([2, 10])
-    assert float(loss(uniform, 75)) == pytest.approx(float(loss.weight_at(75)) * math.log(10), rel=1e-5)
+    assert float(loss(None, uniform, 75)) == pytest.approx(float(loss.weight_at(75)) * math.log(10), rel=1e-5)
+
+
+def test_kl_from_logits_known_values():
+    reference = tf.constant([[math.log(3.0), 0.0], [0.0, 0.0]])
+    logits = tf.constant([[0.0, 0.0], [0.0, 0.0]])
+    # KL((3/4, 1/4) || (1/2, 1/2)) = 3/4 ln(3/2) + 1/4 ln(1/2); identical distributions: 0.
+    expected = [0.75 * math.log(1.5) + 0.25 * math.log(0.5), 0.0]
+    np.testing.assert_allclose(kl_from_logits(reference, logits).numpy(), expected, atol=1e-6)
+
+
+def test_virtual_adversarial_perturbation_finds_the_direction_that_changes_the_prediction():
+    # A linear two-class classifier changes its output only along w, so one power
+    # iteration from any random start must return +-w, scaled to the radius.
+    rng = np.random.default_rng(0)
+    w = tf.constant(rng.normal(size=(4, 4, 3)).astype(np.float32))
+
+    def classify(images):
+        score = tf.reduce_sum((images - 128.0) / 255.0 * w, axis=[1, 2, 3])
+        return tf.stack([score, tf.zeros_like(score)], axis=1)
+
+    # Near-undecided images, so that float32 resolves the change of the prediction.
+    images = tf.constant(rng.integers(120, 137, size=(5, 4, 4, 3)).astype(np.float32))
+    perturbation = virtual_adversarial_perturbation(classify, images, classify(images),
+                                                    radius=1.5, seed=1).numpy()
+    flat = perturbation.reshape(5, -1) / 255.0
+    np.testing.assert_allclose(np.linalg.norm(flat, axis=1), 1.5, rtol=1e-4)
+    cosine = np.abs(flat @ w.numpy().ravel()) / (1.5 * np.linalg.norm(w.numpy()))
+    np.testing.assert_allclose(cosine, 1.0, atol=1e-3)
+
+
+def test_target_vat_waits_for_its_start_and_then_penalises_a_sensitive_classifier():
+    calls = []
+
+    def classify(images):
+        calls.append(1)
+        # Undecided (score 0) at the images below, and steep around them.
+        score = tf.reduce_sum(images - 100.0, axis=[1, 2, 3]) / 255.0
+        return tf.stack([score, -score], axis=1)
+
+    vat = TargetVAT(weight=0.5, radius=1.5, start=0.5, gamma=10.0, total_steps=100,
+                    global_target_batch=2, classify=classify)
+    images = tf.constant(np.full((2, 4, 4, 3), 100, np.uint8))
+    logits = classify(tf.cast(images, tf.float32))
+    calls.clear()
+    assert float(vat(images, logits, 40)) == 0.0 and not calls
+    loss = float(vat(images, logits, 75))
+    assert loss > 0 and len(calls) == 2
+    # The same classifier flattened to a constant is not sensitive at all: no loss.
+    flat = TargetVAT(0.5, 1.5, 0.5, 10.0, 100, 2, lambda x: tf.zeros([tf.shape(x)[0], 2]))
+    assert float(flat(images, tf.zeros([2, 2]), 75)) == 0.0
 
 
 def test_weight_average_follows_the_ema_rule():
@@ -124,7 +175,7 @@ def test_scalars_are_written_at_the_training_and_validation_cadence(data_dir, tm
     config = DANNConfig(epochs=2, steps_per_epoch=20, batch_size=8, eval_batch_size=16,
                         log_every_steps=4, eval_every_steps=10, checkpoint_every_steps=1000,
                         target_val_size=SMALL_VAL_SIZE, ema_decay=0.9, entropy_weight=0.1,
-                        run_name="cadence", data_dir=data_dir)
+                        vat_weight=0.1, vat_start=0.25, run_name="cadence", data_dir=data_dir)
     trainer = Trainer(config, *load_mnist_and_mnistm(data_dir), output_root=str(tmp_path))
     results = trainer.fit(show_progress=False)
     scalars = read_scalars(trainer.dirs["logs"])
@@ -135,6 +186,9 @@ def test_scalars_are_written_at_the_training_and_validation_cadence(data_dir, tm
     assert results["target_val_accuracy"] == pytest.approx(
         scalars["validation"]["acc/target_val_acc"][-1][1], abs=1e-6)
     assert trainer.train_steps.experimental_get_tracing_count() == 1
+    # The synthetic test sets are smaller than eval_subset, so every point used them whole.
+    lines = open(f"{trainer.dirs['logs']}/log.txt").read().splitlines()
+    assert len(lines) == 4 and all("(whole test sets)" in line for line in lines)
     # The weight average, not the raw weights, is what was evaluated and saved.
     assert any(not np.array_equal(a.numpy(), b.numpy())
                for a, b in zip(trainer.eval_model.weights, trainer.dann.model.weights))

@@ -26,7 +26,7 @@ def tiny_config(data_dir, **overrides):
 
 def test_two_step_run_writes_every_output(data_dir, tmp_path):
     train_MNIST2MNIST_M.main(["--epochs", "1", "--steps-per-epoch", "2", "--batch-size", "8",
-                              "--target-val-size", str(SMALL_VAL_SIZE),
+                              "--target-val-size", str(SMALL_VAL_SIZE), "--eval-subset", "16",
                               "--data-dir", data_dir, "--output-root", str(tmp_path),
                               "--run-name", "smoke", "--no-progress"])
     logs = tmp_path / "logs" / "smoke"

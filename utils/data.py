@@ -125,6 +125,14 @@ def hold_out(domain, size, seed, flag="size"):
              "indices": held_out})
 
 
+def seeded_subset_indices(count, size, rng):
+    """Sorted indices of `size` of `count` items, drawn with `rng`; all of them
+    (no draw) when `size` is 0 or covers the whole set."""
+    if 0 < size < count:
+        return np.sort(rng.permutation(count)[:size])
+    return np.arange(count)
+
+
 def hold_out_target_validation(mnist_m, size, seed):
     """Splits MNIST-M train into (pool, validation), disjoint, by a seeded permutation.
 

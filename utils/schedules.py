@@ -23,6 +23,17 @@ def grl_lambda(p, gamma):
     return 2.0 / (1.0 + tf.exp(-gamma * tf.cast(p, tf.float32))) - 1.0
 
 
+def delayed_ramp(step, total_steps, start, gamma):
+    """0 until p reaches `start`, then lambda's shape over the rest of training:
+    2 / (1 + exp(-gamma * q)) - 1 with q = (p - start) / (1 - start).
+
+    The weight schedule of the recipe's target losses (utils/target_entropy.py,
+    utils/virtual_adversarial.py): they start once the features are aligned.
+    """
+    q = tf.maximum(progress(step, total_steps) - start, 0.0) / max(1.0 - start, 1e-8)
+    return grl_lambda(q, gamma)
+
+
 class AnnealedLearningRate(keras.optimizers.schedules.LearningRateSchedule):
     """mu_p as a Keras schedule: the optimizer evaluates it from its own step counter
     inside the compiled step, so the rate changes every step without a retrace."""

@@ -10,7 +10,8 @@ Residual Transfer Networks" (NIPS 2016).
 
 Its weight is 0 until the training progress p reaches `start`, then follows
 the shape of the paper's adaptation schedule over the rest of training:
-w_p = weight * (2 / (1 + exp(-gamma * q)) - 1), q = (p - start) / (1 - start).
+w_p = weight * (2 / (1 + exp(-gamma * q)) - 1), q = (p - start) / (1 - start)
+(`schedules.delayed_ramp`).
 The delay matters: from the first step, the term locks in the source-only
 model's mistakes on the target domain before the features are aligned.
 """
@@ -34,11 +35,9 @@ class TargetEntropy:
 
     def weight_at(self, step):
         """w_p for the update at `step` (a pure function of the step, like lambda_p)."""
-        p = schedules.progress(step, self.total_steps)
-        q = tf.maximum(p - self.start, 0.0) / max(1.0 - self.start, 1e-8)
-        return self.weight * schedules.grl_lambda(q, self.gamma)
+        return self.weight * schedules.delayed_ramp(step, self.total_steps, self.start, self.gamma)
 
-    def __call__(self, target_logits, step):
+    def __call__(self, target_images, target_logits, step):
         """w_p * mean entropy; dividing by the global batch makes replicas sum to the mean."""
         return self.weight_at(step) * tf.nn.compute_average_loss(
             conditional_entropy(target_logits), global_batch_size=self.global_target_batch)

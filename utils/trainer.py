@@ -19,11 +19,13 @@ from tqdm import tqdm
 
 from model import build_dann
 from utils import schedules
-from utils.data import hold_out_source_validation, hold_out_target_validation, pixel_mean
+from utils.data import (hold_out_source_validation, hold_out_target_validation, pixel_mean,
+                        seeded_subset_indices)
 from utils.pipeline import make_train_dataset
 from utils.io import UserError, atomic_save, atomic_write_json, ensure_writable_dir
 from utils.summaries import create_writers, format_validation_line, write_scalars
 from utils.target_entropy import TargetEntropy
+from utils.virtual_adversarial import TargetVAT
 from utils.weight_average import WeightAverage
 
 # Exit status of a run stopped by a signal, as a shell reports it (128 + signal number).
@@ -160,9 +162,7 @@ class Trainer:
             self.weight_average = (WeightAverage(self.dann.model, build_dann(
                 config.input_shape, config.num_classes, mean, config.input_norm).model,
                 config.ema_decay) if config.ema_decay > 0 else None)
-        self.target_losses = ([TargetEntropy(config.entropy_weight, config.entropy_start,
-                                             config.grl_gamma, config.total_steps, self.half_batch)]
-                              if self.adapt and config.entropy_weight > 0 else [])
+        self.target_losses = self._target_losses() if self.adapt else []
         # This session's timing, until fit() starts it anew (the benchmark trains without fit()).
         self._clock_base, self._session_start = (0.0, 0.0, 0), time.perf_counter()
         self._session_train_seconds, self._session_timed_steps = 0.0, 0
@@ -196,13 +196,29 @@ class Trainer:
                 self.dirs["logs"], self.dirs["checkpoints"], seed=config.target_val_seed,
                 batch_size=config.eval_batch_size)
 
+    def _target_losses(self):
+        """The recipe's losses on the unlabelled half, each called as
+        loss(target_images, target_logits, step) inside the train step."""
+        config, losses = self.config, []
+        if config.entropy_weight > 0:
+            losses.append(TargetEntropy(config.entropy_weight, config.entropy_start,
+                                        config.grl_gamma, config.total_steps, self.half_batch))
+        if config.vat_weight > 0:
+            def classify(images):
+                return self.dann.label_classifier(self.dann.feature_extractor(images, training=True),
+                                                  training=True)
+
+            losses.append(TargetVAT(config.vat_weight, config.vat_radius, config.vat_start,
+                                    config.grl_gamma, config.total_steps, self.half_batch, classify))
+        return losses
+
     def _eval_subsets(self):
         """Fixed, seeded indices of the test images used at intermediate validation points."""
         rng = np.random.default_rng(self.config.target_val_seed)
-        size = self.config.eval_subset
 
         def subset(count):
-            return np.sort(rng.permutation(count)[:size]) if 0 < size < count else None
+            indices = seeded_subset_indices(count, self.config.eval_subset, rng)
+            return None if len(indices) == count else indices  # None: the whole set
 
         return {"mnist_m": subset(len(self.mnist_m["val"])), "mnist": subset(len(self.mnist["val"]))}
 
@@ -261,7 +277,8 @@ class Trainer:
                 # Recipe components that read G_y's outputs on the unlabelled half.
                 target_logits = dann.label_classifier(features[num_labelled:], training=True)
                 step = self.optimizer.iterations
-                total_loss += tf.add_n([loss(target_logits, step) for loss in self.target_losses])
+                total_loss += tf.add_n([loss(unlabelled_images, target_logits, step)
+                                        for loss in self.target_losses])
         gradients = tape.gradient(total_loss, dann.model.trainable_variables)
         finite = tf.logical_and(tf.math.is_finite(total_loss),
                                 tf.reduce_all([tf.reduce_all(tf.math.is_finite(g)) for g in gradients]))
@@ -500,7 +517,9 @@ class Trainer:
         validation = self.evaluate(whole=whole)
         step = self.step
         write_scalars(writers["validation"], validation, step)
-        line = format_validation_line(step, self.config.total_steps, whole, validation)
+        # Sets smaller than eval_subset are evaluated whole at every point.
+        all_whole = whole or all(indices is None for indices in self.eval_subsets.values())
+        line = format_validation_line(step, self.config.total_steps, all_whole, validation)
         if self.validators:
             started = time.perf_counter()
             scores = self.validators.scores()

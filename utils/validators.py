@@ -22,6 +22,8 @@ import time
 
 import numpy as np
 
+from utils.data import seeded_subset_indices
+
 # The order in which validators are computed, logged and reported.
 NAMES = ("source_acc", "entropy", "im", "snd", "dev")
 # Sizes of the fixed, seeded subsets scored at every validation point: small
@@ -162,10 +164,6 @@ def dev_score(source_train_features, target_features, source_val_features, sourc
     return -deep_embedded_validation(losses, weights)
 
 
-def _subset(count, size, rng):
-    return np.sort(rng.permutation(count)[:size]) if size < count else np.arange(count)
-
-
 class ValidatorSuite:
     """All five validators of one run, scored at every validation point.
 
@@ -185,12 +183,12 @@ class ValidatorSuite:
     def __init__(self, source_val, source_train, target_train, outputs, log_dir, checkpoint_dir,
                  seed=0, batch_size=2000):
         rng = np.random.default_rng(seed)
-        keep = _subset(len(source_val["images"]), SOURCE_VAL_IMAGES, rng)
+        keep = seeded_subset_indices(len(source_val["images"]), SOURCE_VAL_IMAGES, rng)
         self.source_val_images = source_val["images"][keep]
         self.source_val_labels = np.asarray(source_val["labels"])[keep].astype(np.int64)
-        self.source_train_images = source_train[_subset(len(source_train), SOURCE_TRAIN_IMAGES, rng)]
+        self.source_train_images = source_train[seeded_subset_indices(len(source_train), SOURCE_TRAIN_IMAGES, rng)]
         # Images only: the target labels never reach the validators.
-        self.target_images = target_train[_subset(len(target_train), TARGET_IMAGES, rng)]
+        self.target_images = target_train[seeded_subset_indices(len(target_train), TARGET_IMAGES, rng)]
         self.outputs, self.batch_size, self.seed = outputs, batch_size, seed
         self.path = os.path.join(log_dir, "validators.json")
         self.checkpoint_dir = checkpoint_dir
