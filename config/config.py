@@ -114,8 +114,8 @@ class DANNConfig:
         to ramp up.
       vat_weight: weight of virtual adversarial training on target images
         (utils/virtual_adversarial.py, Miyato et al., TPAMI 2018; the second
-        target term of VADA, Shu et al., ICLR 2018); 0 disables. About doubles
-        the cost of an update once it is on.
+        target term of VADA, Shu et al., ICLR 2018); 0 disables. An update costs
+        about 2.4 times as much once it is on.
       vat_radius: L2 norm of the virtual adversarial perturbation, in [0, 1]
         pixel units over the whole image (1.5 is DIRT-T's 3.5 at the same size
         per pixel).

@@ -45,9 +45,10 @@ def test_batch_size_leaves_the_number_of_updates_alone():
 def test_old_configs_load_with_the_settings_they_were_trained_with(tmp_path):
     fields = DANNConfig(input_norm="mean").to_dict()
     for name in ("recipe", "input_norm", "target_val_size", "target_val_seed", "ema_decay",
-                 "entropy_weight", "entropy_start", "eval_every_steps", "eval_subset"):
+                 "entropy_weight", "entropy_start", "eval_every_steps", "eval_subset",
+                 "vat_weight", "vat_radius", "vat_start"):
         del fields[name]
     (tmp_path / "config.json").write_text(json.dumps(fields))
     config = DANNConfig.load(tmp_path / "config.json")
     assert config.input_norm == "mean" and config.target_val_size == 0
-    assert config.ema_decay == 0 and config.entropy_weight == 0
+    assert config.ema_decay == 0 and config.entropy_weight == 0 and config.vat_weight == 0

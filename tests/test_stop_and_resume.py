@@ -32,6 +32,8 @@ def run_flags(data_dir, output_root, run_name):
     return ["--data-dir", data_dir, "--output-root", output_root, "--run-name", run_name,
             "--epochs", EPOCHS, "--steps-per-epoch", STEPS_PER_EPOCH, "--batch-size", 8,
             "--target-val-size", SMALL_VAL_SIZE,
+            # VAT draws random directions every update: resume must draw the same ones.
+            "--vat-weight", 0.1, "--vat-start", 0.0,
             "--eval-batch-size", 16, "--checkpoint-every-steps", CHECKPOINT_EVERY,
             "--max-to-keep", MAX_TO_KEEP, "--log-every-steps", 1, "--deterministic",
             "--no-progress"]

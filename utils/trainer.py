@@ -209,7 +209,8 @@ class Trainer:
                                                   training=True)
 
             losses.append(TargetVAT(config.vat_weight, config.vat_radius, config.vat_start,
-                                    config.grl_gamma, config.total_steps, self.half_batch, classify))
+                                    config.grl_gamma, config.total_steps, self.half_batch, classify,
+                                    seed=config.seed))
         return losses
 
     def _eval_subsets(self):

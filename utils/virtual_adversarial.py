@@ -22,9 +22,10 @@ Deviations from VADA:
   * The weight waits for its start and then ramps up, like the entropy term
     (`schedules.delayed_ramp`).
 
-Cost: two more passes of G_f and G_y over the target half (one forward and
-backward to find r_adv, one for the loss), so an update costs about twice as
-much once the weight is on; before `start` the term is skipped entirely.
+Cost: two more forward and two more backward passes of G_f and G_y over the
+target half (one of each to find r_adv, one of each for the loss), so an
+update costs well over twice as much once the weight is on (about 2.4x on
+the reference CPU); before `start` the term is skipped entirely.
 """
 import tensorflow as tf
 
@@ -46,37 +47,53 @@ def kl_from_logits(reference_logits, logits):
                          axis=-1)
 
 
-def virtual_adversarial_perturbation(classify, images, logits, radius, seed=None):
+def virtual_adversarial_perturbation(classify, images, logits, radius, seed):
     """r_adv (in 0-255 units, like `images`) for each image: the direction of one power
-    iteration from a random start, scaled to `radius` in [0, 1] pixel units."""
+    iteration from a random start, scaled to `radius` in [0, 1] pixel units.
+
+    `seed` (two integers) fixes the random start: a stateless draw, so a resumed
+    run draws the same directions as one that was never stopped.
+    """
     images = tf.cast(images, tf.float32)
     logits = tf.stop_gradient(logits)
-    direction = unit_directions(tf.random.normal(tf.shape(images), seed=seed))
+    direction = unit_directions(tf.random.stateless_normal(tf.shape(images), seed=seed))
     with tf.GradientTape() as tape:
-        probe = XI * 255.0 * direction
+        # The probe is in [0, 1] pixel units, so its gradient is not 255 times smaller.
+        probe = XI * direction
         tape.watch(probe)
-        divergence = tf.reduce_sum(kl_from_logits(logits, classify(images + probe)))
+        divergence = tf.reduce_sum(kl_from_logits(logits, classify(images + 255.0 * probe)))
     gradient = tape.gradient(divergence, probe, unconnected_gradients=tf.UnconnectedGradients.ZERO)
+    # Rescaled by its largest entry first (as Miyato et al.'s code does): the gradient of a
+    # confident prediction can be so small that l2_normalize's epsilon would shorten r_adv.
+    gradient /= 1e-12 + tf.reduce_max(tf.abs(gradient), axis=[1, 2, 3], keepdims=True)
     return tf.stop_gradient(radius * 255.0 * unit_directions(gradient))
 
 
 class TargetVAT:
     """The weighted target VAT loss of one replica's share of the batch."""
 
-    def __init__(self, weight, radius, start, gamma, total_steps, global_target_batch, classify):
-        """`classify` maps a batch of 0-255 float images to class logits (G_y after G_f)."""
+    def __init__(self, weight, radius, start, gamma, total_steps, global_target_batch, classify,
+                 seed=0):
+        """`classify` maps a batch of 0-255 float images to class logits (G_y after G_f);
+        `seed` is the run's seed, from which each update's random start is derived."""
         self.weight, self.radius, self.start, self.gamma = weight, radius, start, gamma
         self.total_steps, self.global_target_batch = total_steps, global_target_batch
-        self.classify = classify
+        self.classify, self.seed = classify, seed
 
     def weight_at(self, step):
         """The term's weight for the update at `step`: 0 before `start`, then ramped."""
         return self.weight * schedules.delayed_ramp(step, self.total_steps, self.start, self.gamma)
 
-    def loss(self, target_images, target_logits):
+    def random_seed(self, step):
+        """The stateless seed of the random start at `step`: one per update and replica."""
+        replica = tf.distribute.get_replica_context().replica_id_in_sync_group
+        return tf.stack([tf.cast(self.seed, tf.int64) * 1024 + tf.cast(replica, tf.int64),
+                         tf.cast(step, tf.int64)])
+
+    def loss(self, target_images, target_logits, seed):
         """Mean KL between the predictions at x and at x + r_adv, over the global batch."""
         perturbation = virtual_adversarial_perturbation(
-            self.classify, target_images, target_logits, self.radius)
+            self.classify, target_images, target_logits, self.radius, seed)
         adversarial_logits = self.classify(tf.cast(target_images, tf.float32) + perturbation)
         return tf.nn.compute_average_loss(
             kl_from_logits(tf.stop_gradient(target_logits), adversarial_logits),
@@ -85,5 +102,7 @@ class TargetVAT:
     def __call__(self, target_images, target_logits, step):
         weight = self.weight_at(step)
         # Skipped while the weight is 0, so the first part of training costs nothing extra.
-        return tf.cond(weight > 0.0, lambda: weight * self.loss(target_images, target_logits),
+        return tf.cond(weight > 0.0,
+                       lambda: weight * self.loss(target_images, target_logits,
+                                                  self.random_seed(step)),
                        lambda: tf.constant(0.0))
