@@ -132,6 +132,8 @@ TRAIN_CASES = {
     "epochs 0": ({"--epochs": 0}, "epochs must be positive, got 0"),
     "steps per epoch 0": ({"--steps-per-epoch": 0}, "steps_per_epoch must be positive, got 0"),
     "unknown mode": ({"--mode": "adversarial"}, "unknown mode 'adversarial'"),
+    "VAT starting at the end": ({"--vat-start": 1.0}, "vat_start must be in [0, 1), got 1.0"),
+    "VAT radius 0": ({"--vat-radius": 0}, "vat_radius must be positive, got 0.0"),
     "unknown flag": ({"--colour": "blue"}, "unrecognized arguments: --colour blue"),
     # Issue 10: argparse would read a prefix as the flag it starts.
     "prefix of a flag": ({"--see": 5}, "unrecognized arguments: --see 5"),
