@@ -275,7 +275,7 @@ class Trainer:
                 domain_losses, global_batch_size=self.config.batch_size)
             total_loss = label_loss + domain_loss
             if self.target_losses:
-                # Recipe components that read G_y's outputs on the unlabelled half.
+                # Recipe components on the unlabelled half: its images and G_y's outputs.
                 target_logits = dann.label_classifier(features[num_labelled:], training=True)
                 step = self.optimizer.iterations
                 total_loss += tf.add_n([loss(unlabelled_images, target_logits, step)

@@ -186,9 +186,11 @@ class ValidatorSuite:
         keep = seeded_subset_indices(len(source_val["images"]), SOURCE_VAL_IMAGES, rng)
         self.source_val_images = source_val["images"][keep]
         self.source_val_labels = np.asarray(source_val["labels"])[keep].astype(np.int64)
-        self.source_train_images = source_train[seeded_subset_indices(len(source_train), SOURCE_TRAIN_IMAGES, rng)]
+        self.source_train_images = source_train[
+            seeded_subset_indices(len(source_train), SOURCE_TRAIN_IMAGES, rng)]
         # Images only: the target labels never reach the validators.
-        self.target_images = target_train[seeded_subset_indices(len(target_train), TARGET_IMAGES, rng)]
+        self.target_images = target_train[
+            seeded_subset_indices(len(target_train), TARGET_IMAGES, rng)]
         self.outputs, self.batch_size, self.seed = outputs, batch_size, seed
         self.path = os.path.join(log_dir, "validators.json")
         self.checkpoint_dir = checkpoint_dir
