@@ -1,4 +1,5 @@
 import json
+import shutil
 
 import pytest
 
@@ -17,11 +18,14 @@ def test_summary_is_mean_and_sample_std_of_final_accuracies():
     assert row["target_val_accuracy_mean"] == pytest.approx(0.74)
     assert row["wall_minutes_mean"] == pytest.approx(2.0) and row["wall_minutes_max"] == 3.0
     assert row["published"] == {"ICML 2015, Table 1": 0.8149, "JMLR 2016, Table 2": 0.7666}
-    markdown = reproduce.to_markdown({"dann": row}, "default", [0, 1, 2], "python -m utils.reproduce")
-    assert "| dann | 0.8149 | 0.7666 | 0.7500 ± 0.0500 | 0.7000, 0.8000, 0.7500 | 0.7400 ± 0.0500 |" in markdown
+    row.update(seeds=[0, 1, 2], command="python -m utils.reproduce", cpu="a CPU")
+    markdown = reproduce.to_markdown({"dann": row}, "default")
+    assert ("| dann | 0, 1, 2 | 0.8149 | 0.7666 | 0.7500 ± 0.0500 | 0.7000, 0.8000, 0.7500 | "
+            "0.7400 ± 0.0500 |") in markdown
+    assert "- dann: `python -m utils.reproduce` (a CPU)" in markdown
 
 
-def test_reproduce_runs_each_seed_and_reuses_only_identical_runs(data_dir, tmp_path, capsys):
+def test_reproduce_reuses_only_identical_runs_and_keeps_other_commands_rows(data_dir, tmp_path, capsys):
     argv = ["--seeds", "2", "--modes", "dann", "--data-dir", data_dir, "--output-root",
             str(tmp_path), "--epochs", "1", "--steps-per-epoch", "2", "--batch-size", "8",
             "--target-val-size", "32", "--eval-batch-size", "16"]
@@ -31,7 +35,7 @@ def test_reproduce_runs_each_seed_and_reuses_only_identical_runs(data_dir, tmp_p
     assert [run["seed"] for run in results["runs"]["dann"]] == [0, 1]
     assert results["modes"]["dann"]["steps"] == 2 and results["recipe"] == "default"
     assert all(run["process_wall_seconds"] > run["wall_seconds"] for run in results["runs"]["dann"])
-    assert "| dann | 0.8149 | 0.7666 |" in (out_dir / "results.md").read_text()
+    assert "| dann | 0, 1 | 0.8149 | 0.7666 |" in (out_dir / "results.md").read_text()
     capsys.readouterr()
     reproduce.main(argv)  # both runs finished with the same config: nothing is trained again
     assert "==" not in capsys.readouterr().out
@@ -40,6 +44,23 @@ def test_reproduce_runs_each_seed_and_reuses_only_identical_runs(data_dir, tmp_p
         reproduce.main([*argv[:-6], "--batch-size", "16", *argv[-4:]])
     with pytest.raises(UserError, match="unrecognized arguments: --seed 5"):
         reproduce.main(["--seed", "5", "--data-dir", data_dir])
+
+    # Another command's modes are added to the table; the dann row keeps its own seeds and command.
+    source_only = ["--seeds", "1", "--modes", "source_only", *argv[4:]]
+    reproduce.main(source_only)
+    markdown = (out_dir / "results.md").read_text()
+    assert "| source_only | 0 | 0.5749 | 0.5225 |" in markdown
+    assert "| dann | 0, 1 | 0.8149 | 0.7666 |" in markdown
+    assert markdown.index("| source_only |") < markdown.index("| dann |")
+    assert f"- dann: `python -m utils.reproduce {' '.join(argv)}`" in markdown
+    results = json.loads((out_dir / "results.json").read_text())
+    assert set(results["runs"]) == {"source_only", "dann"}
+    # A row whose runs are gone (or changed) no longer describes its command: it is dropped.
+    shutil.rmtree(tmp_path / "config" / "reproduce" / "default" / "dann-seed1")
+    capsys.readouterr()
+    reproduce.main(source_only)
+    assert "dropped the dann row" in capsys.readouterr().out
+    assert "| dann |" not in (out_dir / "results.md").read_text()
 
 
 def test_benchmark_reports_every_figure(data_dir, capsys):

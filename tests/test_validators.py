@@ -111,6 +111,16 @@ def small_config(data_dir, name, **overrides):
     return DANNConfig(**values)
 
 
+def test_trainer_says_when_the_source_split_is_capped(data_dir, tmp_path, capsys):
+    from utils.trainer import Trainer
+
+    mnist, mnist_m = load_mnist_and_mnistm(data_dir)
+    Trainer(small_config(data_dir, "capped", source_val_size=1000), mnist, mnist_m,
+            output_root=str(tmp_path))
+    assert (f"source validation split: {len(mnist['train']) // 8} MNIST images, not 1000"
+            in capsys.readouterr().out)
+
+
 @pytest.fixture(scope="module")
 def trained(data_dir, tmp_path_factory):
     """A finished 20-step DANN run with a validation point every 10 steps."""

@@ -14,6 +14,12 @@ Finished runs are reused only when their saved config equals the one asked
 for now, so an interrupted reproduction continues where it stopped, and a
 changed flag never relabels old results. Any other flag (e.g. `--epochs 2`)
 is passed to train_MNIST2MNIST_M.py for every run.
+
+A command rewrites the rows of the modes it runs and keeps the rows earlier
+commands wrote for other modes (so `--modes dann` after `--modes source_only
+target_only` gives a three-row table), each with its own seeds and command,
+as long as every run behind such a row still has the config its command
+asked for; a row whose runs changed or are gone is dropped, with a message.
 """
 import json
 import os
@@ -48,22 +54,32 @@ def requested_config(recipe, mode, seed, name, data_dir, extra_flags):
     return config_from_args(args, run_name=name)
 
 
-def check_reusable(recipe, mode, seed, output_root, data_dir, extra_flags):
-    """Refuses a saved run whose config differs from the one asked for now (names the fields)."""
+def saved_config_changes(recipe, mode, seed, output_root, data_dir, extra_flags):
+    """How a saved run's config differs from the one asked for now.
+
+    Returns "field old -> new" strings (empty when they are equal), or None
+    when the run has no saved config.
+    """
     from config.config import DANNConfig
 
     name = run_name(recipe, mode, seed)
     saved_path = os.path.join(output_root, "config", name, "config.json")
     requested = requested_config(recipe, mode, seed, name, data_dir, extra_flags)
     if not os.path.exists(saved_path):
-        return
+        return None
     saved = DANNConfig.load(saved_path).to_dict()
     wanted = requested.to_dict()
-    differ = sorted(name for name in wanted if saved.get(name) != wanted[name])
-    if differ:
-        changes = ", ".join(f"{name} {saved.get(name)!r} -> {wanted[name]!r}" for name in differ)
-        raise UserError(f"run {requested.run_name!r} exists with other settings ({changes}); "
-                        "rerun with the flags it was made with, or pass another --output-root")
+    return [f"{field} {saved.get(field)!r} -> {wanted[field]!r}"
+            for field in sorted(wanted) if saved.get(field) != wanted[field]]
+
+
+def check_reusable(recipe, mode, seed, output_root, data_dir, extra_flags):
+    """Refuses a saved run whose config differs from the one asked for now (names the fields)."""
+    changes = saved_config_changes(recipe, mode, seed, output_root, data_dir, extra_flags)
+    if changes:
+        raise UserError(f"run {run_name(recipe, mode, seed)!r} exists with other settings "
+                        f"({', '.join(changes)}); rerun with the flags it was made with, "
+                        "or pass another --output-root")
 
 
 def train(recipe, mode, seed, output_root, data_dir, extra_flags):
@@ -126,29 +142,74 @@ def summarise(results_by_mode):
     return summary
 
 
-def to_markdown(summary, recipe, seeds, command):
+def to_markdown(summary, recipe):
+    """The results table; each row of `summary` carries its own seeds, command and machine."""
     lines = [
-        f"MNIST -> MNIST-M, recipe `{recipe}`: accuracy at the final step, mean ± std over "
-        f"{len(seeds)} seeds ({', '.join(map(str, seeds))}). \"val\" is the labelled split held "
-        "out of MNIST-M train (settings are chosen on it); \"test\" is the MNIST-M test set.",
-        f"Machine: {cpu_model()}. Command: `{command}`.",
+        f"MNIST -> MNIST-M, recipe `{recipe}`: accuracy at the final step, mean ± std over the "
+        "seeds listed. \"val\" is the labelled split held out of MNIST-M train (settings are "
+        "chosen on it); \"test\" is the MNIST-M test set.",
         "",
-        "| mode | ICML 2015 | JMLR 2016 | ours, test (mean ± std) | per seed | ours, val | "
+        "| mode | seeds | ICML 2015 | JMLR 2016 | ours, test (mean ± std) | per seed | ours, val | "
         "MNIST test | steps | wall min per run (mean / max) | ms/step |",
-        "|---|---|---|---|---|---|---|---|---|---|",
+        "|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for mode, row in summary.items():
         per_seed = ", ".join(f"{a:.4f}" for a in row["target_accuracies"])
         published = row["published"]
         lines.append(
-            f"| {mode} | {published['ICML 2015, Table 1']:.4f} | "
-            f"{published['JMLR 2016, Table 2']:.4f} | "
+            f"| {mode} | {', '.join(map(str, row['seeds']))} | "
+            f"{published['ICML 2015, Table 1']:.4f} | {published['JMLR 2016, Table 2']:.4f} | "
             f"{row['target_accuracy_mean']:.4f} ± {row['target_accuracy_std']:.4f} | {per_seed} | "
             f"{row['target_val_accuracy_mean']:.4f} ± {row['target_val_accuracy_std']:.4f} | "
             f"{row['source_accuracy_mean']:.4f} | {row['steps']} | "
             f"{row['wall_minutes_mean']:.2f} / {row['wall_minutes_max']:.2f} | "
             f"{row['ms_per_step_mean']:.1f} |")
+    lines += ["", "Rows and the commands that made them:"]
+    lines += [f"- {mode}: `{row['command']}` ({row['cpu']})" for mode, row in summary.items()]
     return "\n".join(lines) + "\n"
+
+
+def earlier_rows(out_dir, recipe, modes_run, output_root):
+    """(summary rows, runs) an earlier command wrote for modes this one did not run.
+
+    A row is kept only while every run behind it still has the config its
+    command asked for: a changed recipe or a deleted run would otherwise leave
+    a row that no longer describes what its command trains.
+    """
+    path = os.path.join(out_dir, "results.json")
+    if not os.path.exists(path):
+        return {}, {}
+    try:
+        with open(path) as handle:
+            earlier = json.load(handle)
+    except (OSError, ValueError) as error:
+        print(f"not keeping earlier rows: {path} is unreadable ({error})")
+        return {}, {}
+    rows, runs = {}, {}
+    for mode, row in earlier.get("modes", {}).items():
+        if mode in modes_run or mode not in MODES:
+            continue
+        if not all(key in row for key in ("seeds", "command", "cpu", "extra_flags", "data_dir")):
+            print(f"dropped the {mode} row: written by an older utils.reproduce that did not "
+                  f"record its flags; rerun `{earlier.get('command', 'its command')}` to restore it")
+            continue
+        problems = [] if mode in earlier.get("runs", {}) else ["its runs are not listed"]
+        for seed in row["seeds"]:
+            try:
+                changes = saved_config_changes(recipe, mode, seed, output_root, row["data_dir"],
+                                               row["extra_flags"])
+            except UserError as error:  # e.g. a flag this version no longer has
+                problems.append(str(error))
+                continue
+            if changes is None:
+                problems.append(f"{run_name(recipe, mode, seed)} is gone")
+            elif changes:
+                problems.append(f"{run_name(recipe, mode, seed)} has {', '.join(changes)}")
+        if problems:
+            print(f"dropped the {mode} row of `{row['command']}`: {'; '.join(problems)}")
+            continue
+        rows[mode], runs[mode] = row, earlier["runs"][mode]
+    return rows, runs
 
 
 def parse_args(argv=None):
@@ -188,13 +249,20 @@ def main(argv=None):
     start = time.perf_counter()
     results = {mode: [train(args.recipe, mode, seed, args.output_root, args.data_dir, extra_flags)
                       for seed in seeds] for mode in args.modes}
-    summary = summarise(results)
     command = " ".join(["python -m utils.reproduce"] + (argv if argv is not None else sys.argv[1:]))
+    summary = summarise(results)
+    for row in summary.values():
+        row.update(seeds=seeds, command=command, cpu=cpu_model(), extra_flags=extra_flags,
+                   data_dir=args.data_dir)
     out_dir = os.path.join(args.output_root, "logs", "reproduce", args.recipe)
+    kept_rows, kept_runs = earlier_rows(out_dir, args.recipe, args.modes, args.output_root)
+    rows, runs = {**kept_rows, **summary}, {**kept_runs, **results}
+    # Rows in the order of MODES, whichever command made them.
+    summary = {mode: rows[mode] for mode in MODES if mode in rows}
+    results = {mode: runs[mode] for mode in summary}
     atomic_write_json(os.path.join(out_dir, "results.json"),
-                      {"recipe": args.recipe, "seeds": seeds, "cpu": cpu_model(),
-                       "command": command, "modes": summary, "runs": results})
-    markdown = to_markdown(summary, args.recipe, seeds, command)
+                      {"recipe": args.recipe, "modes": summary, "runs": results})
+    markdown = to_markdown(summary, args.recipe)
     atomic_write_text(os.path.join(out_dir, "results.md"), markdown)
     print(markdown)
     print(f"total {(time.perf_counter() - start) / 60:.1f} min; written to {out_dir}")

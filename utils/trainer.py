@@ -139,6 +139,9 @@ class Trainer:
         # leaves MNIST train in every mode, labelled or unlabelled.
         mnist_pool, self.source_val = hold_out_source_validation(
             mnist, config.source_val_size, config.target_val_seed)
+        if len(self.source_val["labels"]) < config.source_val_size:
+            print(f"source validation split: {len(self.source_val['labels'])} MNIST images, not "
+                  f"{config.source_val_size} (at most an eighth of MNIST train is held out)")
         self.mnist, self.mnist_m = mnist, mnist_m
         labelled, unlabelled = ((mnist_m_pool, mnist_pool) if config.mode == "target_only"
                                 else (mnist_pool, mnist_m_pool))
