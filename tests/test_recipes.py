@@ -166,7 +166,8 @@ def test_recipes_set_their_fields_and_flags_override_them():
     overridden = parse(["--recipe", "paper", "--batch-size", "32"])
     assert overridden.batch_size == 32 and overridden.input_norm == "mean"
     improved = parse(["--recipe", "improved"])
-    assert improved.ema_decay > 0 and improved.entropy_weight > 0
+    assert improved.ema_decay > 0 and improved.entropy_weight > 0 and improved.vat_weight > 0
+    assert parse(["--recipe", "improved", "--vat-weight", "0"]).vat_weight == 0
     with pytest.raises(UserError, match="unknown recipe 'best'"):
         parse(["--recipe", "best"])
 

@@ -24,8 +24,10 @@ Deviations from VADA:
 
 Cost: two more forward and two more backward passes of G_f and G_y over the
 target half (one of each to find r_adv, one of each for the loss), so an
-update costs well over twice as much once the weight is on (about 2.4x on
-the reference CPU); before `start` the term is skipped entirely.
+update costs about twice as much once the weight is on (`improved` on the
+reference CPU: 20.0 ms per update over a run with VAT on for its second
+half, against 13.4 ms without VAT); before `start` the term is skipped
+entirely.
 """
 import tensorflow as tf
 
