@@ -56,10 +56,10 @@ def test_reproduce_reuses_only_identical_runs_and_keeps_other_commands_rows(data
     results = json.loads((out_dir / "results.json").read_text())
     assert set(results["runs"]) == {"source_only", "dann"}
     # A row whose runs are gone (or changed) no longer describes its command: it is dropped.
-    shutil.rmtree(tmp_path / "config" / "reproduce" / "default" / "dann-seed1")
+    shutil.rmtree(tmp_path / "logs" / "reproduce" / "default" / "dann-seed1")
     capsys.readouterr()
     reproduce.main(source_only)
-    assert "dropped the dann row" in capsys.readouterr().out
+    assert "reproduce/default/dann-seed1 is gone" in capsys.readouterr().out
     assert "| dann |" not in (out_dir / "results.md").read_text()
 
 

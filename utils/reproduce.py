@@ -19,7 +19,8 @@ A command rewrites the rows of the modes it runs and keeps the rows earlier
 commands wrote for other modes (so `--modes dann` after `--modes source_only
 target_only` gives a three-row table), each with its own seeds and command,
 as long as every run behind such a row still has the config its command
-asked for; a row whose runs changed or are gone is dropped, with a message.
+asked for and the results it listed, and the row read the same data; a row
+whose runs changed, were retrained or are gone is dropped, with a message.
 """
 import json
 import os
@@ -169,12 +170,42 @@ def to_markdown(summary, recipe):
     return "\n".join(lines) + "\n"
 
 
-def earlier_rows(out_dir, recipe, modes_run, output_root):
-    """(summary rows, runs) an earlier command wrote for modes this one did not run.
+def _row_problems(recipe, mode, row, listed_runs, output_root, data_dir):
+    """Why an earlier command's row no longer describes its runs (empty when it still does)."""
+    if os.path.abspath(row["data_dir"]) != os.path.abspath(data_dir):
+        return [f"it read {row['data_dir']!r}, this command reads {data_dir!r}"]
+    if listed_runs is None or len(listed_runs) != len(row["seeds"]):
+        return ["its runs are not all listed"]
+    problems = []
+    for seed, listed in zip(row["seeds"], listed_runs):
+        name = run_name(recipe, mode, seed)
+        try:
+            changes = saved_config_changes(recipe, mode, seed, output_root, row["data_dir"],
+                                           row["extra_flags"])
+        except UserError as error:  # e.g. a flag this version no longer has
+            problems.append(str(error))
+            continue
+        results_path = os.path.join(output_root, "logs", name, "results.json")
+        if changes is None or not os.path.exists(results_path):
+            problems.append(f"{name} is gone")
+            continue
+        if changes:
+            problems.append(f"{name} has {', '.join(changes)}")
+        with open(results_path) as handle:
+            saved = json.load(handle)
+        # A run trained again under the same name no longer has the listed results.
+        if any(saved.get(key) != listed.get(key) for key in ("target_accuracy", "steps")):
+            problems.append(f"{name} was trained again")
+    return problems
+
+
+def earlier_rows(out_dir, recipe, modes_run, output_root, data_dir):
+    """(summary rows, runs) an earlier command wrote for modes this one does not run.
 
     A row is kept only while every run behind it still has the config its
-    command asked for: a changed recipe or a deleted run would otherwise leave
-    a row that no longer describes what its command trains.
+    command asked for and the results it listed, and it read the same data:
+    a changed recipe, a deleted or retrained run, or other data would
+    otherwise leave a row that no longer describes what its command trains.
     """
     path = os.path.join(out_dir, "results.json")
     if not os.path.exists(path):
@@ -182,6 +213,8 @@ def earlier_rows(out_dir, recipe, modes_run, output_root):
     try:
         with open(path) as handle:
             earlier = json.load(handle)
+        if not isinstance(earlier, dict):
+            raise ValueError("not a JSON object")
     except (OSError, ValueError) as error:
         print(f"not keeping earlier rows: {path} is unreadable ({error})")
         return {}, {}
@@ -193,22 +226,12 @@ def earlier_rows(out_dir, recipe, modes_run, output_root):
             print(f"dropped the {mode} row: written by an older utils.reproduce that did not "
                   f"record its flags; rerun `{earlier.get('command', 'its command')}` to restore it")
             continue
-        problems = [] if mode in earlier.get("runs", {}) else ["its runs are not listed"]
-        for seed in row["seeds"]:
-            try:
-                changes = saved_config_changes(recipe, mode, seed, output_root, row["data_dir"],
-                                               row["extra_flags"])
-            except UserError as error:  # e.g. a flag this version no longer has
-                problems.append(str(error))
-                continue
-            if changes is None:
-                problems.append(f"{run_name(recipe, mode, seed)} is gone")
-            elif changes:
-                problems.append(f"{run_name(recipe, mode, seed)} has {', '.join(changes)}")
+        listed_runs = earlier.get("runs", {}).get(mode)
+        problems = _row_problems(recipe, mode, row, listed_runs, output_root, data_dir)
         if problems:
             print(f"dropped the {mode} row of `{row['command']}`: {'; '.join(problems)}")
             continue
-        rows[mode], runs[mode] = row, earlier["runs"][mode]
+        rows[mode], runs[mode] = row, listed_runs
     return rows, runs
 
 
@@ -246,6 +269,10 @@ def main(argv=None):
     for mode in args.modes:
         for seed in seeds:
             check_reusable(args.recipe, mode, seed, args.output_root, args.data_dir, extra_flags)
+    out_dir = os.path.join(args.output_root, "logs", "reproduce", args.recipe)
+    # Rows other commands wrote for other modes, checked before the (long) training.
+    kept_rows, kept_runs = earlier_rows(out_dir, args.recipe, args.modes, args.output_root,
+                                        args.data_dir)
     start = time.perf_counter()
     results = {mode: [train(args.recipe, mode, seed, args.output_root, args.data_dir, extra_flags)
                       for seed in seeds] for mode in args.modes}
@@ -254,8 +281,6 @@ def main(argv=None):
     for row in summary.values():
         row.update(seeds=seeds, command=command, cpu=cpu_model(), extra_flags=extra_flags,
                    data_dir=args.data_dir)
-    out_dir = os.path.join(args.output_root, "logs", "reproduce", args.recipe)
-    kept_rows, kept_runs = earlier_rows(out_dir, args.recipe, args.modes, args.output_root)
     rows, runs = {**kept_rows, **summary}, {**kept_runs, **results}
     # Rows in the order of MODES, whichever command made them.
     summary = {mode: rows[mode] for mode in MODES if mode in rows}
