@@ -31,6 +31,7 @@ import time
 
 from utils.benchmark import cpu_model
 from utils.io import ArgumentParser, UserError, atomic_write_json, atomic_write_text, run_main
+from utils.runs import config_file, results_file
 
 MODES = ("source_only", "dann", "target_only")
 # MNIST -> MNIST-M, MNIST-M test accuracy, as published.
@@ -64,7 +65,7 @@ def saved_config_changes(recipe, mode, seed, output_root, data_dir, extra_flags)
     from config.config import DANNConfig
 
     name = run_name(recipe, mode, seed)
-    saved_path = os.path.join(output_root, "config", name, "config.json")
+    saved_path = config_file(name, output_root)
     requested = requested_config(recipe, mode, seed, name, data_dir, extra_flags)
     if not os.path.exists(saved_path):
         return None
@@ -89,8 +90,8 @@ def train(recipe, mode, seed, output_root, data_dir, extra_flags):
     The caller has checked with `check_reusable` that a saved run has the same config.
     """
     name = run_name(recipe, mode, seed)
-    results_path = os.path.join(output_root, "logs", name, "results.json")
-    saved_config = os.path.join(output_root, "config", name, "config.json")
+    results_path = results_file(name, output_root)
+    saved_config = config_file(name, output_root)
     if not os.path.exists(results_path):
         command = [sys.executable, os.path.join(ROOT, "train_MNIST2MNIST_M.py"), "--recipe", recipe,
                    "--mode", mode, "--seed", str(seed), "--run-name", name, "--output-root",
@@ -185,7 +186,7 @@ def _row_problems(recipe, mode, row, listed_runs, output_root, data_dir):
         except UserError as error:  # e.g. a flag this version no longer has
             problems.append(str(error))
             continue
-        results_path = os.path.join(output_root, "logs", name, "results.json")
+        results_path = results_file(name, output_root)
         if changes is None or not os.path.exists(results_path):
             problems.append(f"{name} is gone")
             continue
@@ -277,9 +278,9 @@ def main(argv=None):
     results = {mode: [train(args.recipe, mode, seed, args.output_root, args.data_dir, extra_flags)
                       for seed in seeds] for mode in args.modes}
     command = " ".join(["python -m utils.reproduce"] + (argv if argv is not None else sys.argv[1:]))
-    summary = summarise(results)
+    summary, cpu = summarise(results), cpu_model()
     for row in summary.values():
-        row.update(seeds=seeds, command=command, cpu=cpu_model(), extra_flags=extra_flags,
+        row.update(seeds=seeds, command=command, cpu=cpu, extra_flags=extra_flags,
                    data_dir=args.data_dir)
     rows, runs = {**kept_rows, **summary}, {**kept_runs, **results}
     # Rows in the order of MODES, whichever command made them.

@@ -15,9 +15,25 @@ from utils.io import UserError
 FINAL_WEIGHTS = "final.weights.h5"
 
 
+def run_dirs(output_root, run):
+    """The run's three folders: logs/<run>, checkpoints/<run> and config/<run>."""
+    return {kind: os.path.join(output_root, kind, run)
+            for kind in ("logs", "checkpoints", "config")}
+
+
+def config_file(run, output_root="."):
+    """config/<run>/config.json: the DANNConfig the run was trained with."""
+    return os.path.join(run_dirs(output_root, run)["config"], "config.json")
+
+
+def results_file(run, output_root="."):
+    """logs/<run>/results.json: what a finished run reports."""
+    return os.path.join(run_dirs(output_root, run)["logs"], "results.json")
+
+
 def run_config(run, output_root="."):
     """The run's saved DANNConfig; a UserError if the run does not exist."""
-    return DANNConfig.load(os.path.join(output_root, "config", run, "config.json"))
+    return DANNConfig.load(config_file(run, output_root))
 
 
 def find_run(run, output_root=".", checkpoint=None):
@@ -27,7 +43,7 @@ def find_run(run, output_root=".", checkpoint=None):
     they were given before the slow imports and the data load.
     """
     config = run_config(run, output_root)
-    path = checkpoint or os.path.join(output_root, "checkpoints", run, FINAL_WEIGHTS)
+    path = checkpoint or os.path.join(run_dirs(output_root, run)["checkpoints"], FINAL_WEIGHTS)
     if not (os.path.isfile(path) or os.path.isfile(path + ".index")):
         raise UserError(f"no weights at {path}; did run {run!r} finish? Pass --checkpoint with a "
                         f".weights.h5 file or a checkpoint prefix such as "

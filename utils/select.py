@@ -25,7 +25,7 @@ import os
 import numpy as np
 
 from utils.io import ArgumentParser, UserError, atomic_write_json, atomic_write_text, run_main
-from utils.runs import run_config
+from utils.runs import results_file, run_config, run_dirs
 from utils.validators import NAMES
 
 
@@ -66,7 +66,7 @@ def read_json(path, missing):
 def read_record(run, output_root="."):
     """The run's validators.json (a UserError for a missing run or one from before validators)."""
     run_config(run, output_root)  # names a missing run before anything else
-    path = os.path.join(output_root, "logs", run, "validators.json")
+    path = os.path.join(run_dirs(output_root, run)["logs"], "validators.json")
     record = read_json(path, f"run {run!r} has no {path}: it was trained before validators were "
                              "logged (or with --source-val-size 0); train it again to select "
                              "without target labels")
@@ -88,7 +88,7 @@ def picks(run, names, output_root="."):
         if best is None:
             raise UserError(f"run {run!r} has no checkpoint for validator {name!r} "
                             f"(its validators.json names {', '.join(record.get('best', {}))})")
-        path = os.path.join(output_root, "checkpoints", run, best["checkpoint"])
+        path = os.path.join(run_dirs(output_root, run)["checkpoints"], best["checkpoint"])
         if not os.path.isfile(path):
             raise UserError(f"{path} is missing; was checkpoints/{run} cleaned up?")
         chosen[name] = {"step": best["step"], "score": best["score"], "checkpoint": path}
@@ -105,7 +105,7 @@ def select(run, names, output_root=".", data_dir=None, test_sets=None):
     from utils.runs import load_run, load_test_sets
 
     chosen = picks(run, names, output_root)
-    results_path = os.path.join(output_root, "logs", run, "results.json")
+    results_path = results_file(run, output_root)
     results = read_json(results_path, f"run {run!r} has no {results_path}; let it finish "
                                       "(or resume it) before selecting")
     config = run_config(run, output_root)

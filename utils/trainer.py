@@ -22,6 +22,7 @@ from utils import schedules
 from utils.data import (hold_out_source_validation, hold_out_target_validation, pixel_mean,
                         seeded_subset_indices)
 from utils.pipeline import make_train_dataset
+from utils.runs import FINAL_WEIGHTS, run_dirs
 from utils.io import UserError, atomic_save, atomic_write_json, ensure_writable_dir
 from utils.summaries import create_writers, format_validation_line, write_scalars
 from utils.target_entropy import TargetEntropy
@@ -112,11 +113,6 @@ def create_strategy(name):
 def _next_multiple(step, every):
     """The first multiple of `every` after `step`."""
     return (step // every + 1) * every
-
-
-def run_dirs(output_root, run_name):
-    return {kind: os.path.join(output_root, kind, run_name)
-            for kind in ("logs", "checkpoints", "config")}
 
 
 class Trainer:
@@ -544,7 +540,7 @@ class Trainer:
 
     def _finish(self, validation, wall_seconds, train_seconds, timed_steps):
         # With a weight average, the averaged model is the one evaluated and saved.
-        atomic_save(os.path.join(self.dirs["checkpoints"], "final.weights.h5"),
+        atomic_save(os.path.join(self.dirs["checkpoints"], FINAL_WEIGHTS),
                     self.eval_model.save_weights)
         results = {
             "mode": self.config.mode,
