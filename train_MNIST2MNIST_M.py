@@ -22,6 +22,7 @@ import create_mnistm
 from config.config import DANNConfig, add_config_arguments, check_run_name, config_from_args
 from utils.data import MNIST_M_PICKLE, MNIST_PICKLE, load_mnist_and_mnistm
 from utils.io import ArgumentParser, UserError, ensure_writable_dir, run_main
+from utils.runs import config_file, results_file
 
 
 def build_parser():
@@ -71,7 +72,7 @@ def ensure_pickles(data_dir, mnist_path=None, bsds_path=None, resume=False):
 
 def finished_results(output_root, run_name):
     """The path of the run's results.json if the run has finished, else None."""
-    path = os.path.join(output_root, "logs", run_name, "results.json")
+    path = results_file(run_name, output_root)
     return path if os.path.exists(path) else None
 
 
@@ -82,14 +83,14 @@ def resolve_config(args):
         check_run_name(args.run_name)
     if not args.resume:
         config = config_from_args(args, run_name=args.run_name or time.strftime("%Y%m%d-%H%M%S"))
-        saved = os.path.join(args.output_root, "config", config.run_name, "config.json")
+        saved = config_file(config.run_name, args.output_root)
         if os.path.exists(saved):
             raise UserError(f"run {config.run_name!r} already exists ({saved}); pass --resume to "
                             "continue it or choose another --run-name")
         return config
     if not args.run_name:
         raise UserError("--resume needs --run-name to say which run to continue")
-    config = DANNConfig.load(os.path.join(args.output_root, "config", args.run_name, "config.json"))
+    config = DANNConfig.load(config_file(args.run_name, args.output_root))
     changed = [name for name, value in config_from_args(args, **config.to_dict()).to_dict().items()
                if getattr(args, name, None) is not None and getattr(args, name) != value]
     if changed:

@@ -19,7 +19,7 @@ import os
 import numpy as np
 
 from utils.io import ArgumentParser, UserError, atomic_write_json, run_main
-from utils.runs import apply_in_batches, find_run, load_run, load_test_sets
+from utils.runs import apply_in_batches, find_run, load_run, load_test_sets, run_dirs
 
 
 def parse_args(argv=None):
@@ -113,7 +113,7 @@ def evaluate_run(run, test_sets, output_root=".", checkpoint=None, seed=0):
         "seed": seed,
     }
     evaluation.update(proxy_a_distance(source_features, target_features, seed))
-    log_dir = os.path.join(output_root, "logs", run)
+    log_dir = run_dirs(output_root, run)["logs"]
     plot_confusion_matrix(target_confusion, f"{run} ({config.mode}): MNIST-M test, accuracy "
                                             f"{evaluation['target_accuracy']:.3f}",
                           os.path.join(log_dir, "confusion_matrix.png"))

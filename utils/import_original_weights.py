@@ -39,6 +39,7 @@ import os
 import numpy as np
 
 from utils.io import ArgumentParser, UserError, atomic_save, ensure_writable_dir, run_main
+from utils.runs import FINAL_WEIGHTS, config_file, run_dirs
 
 ORIGINAL_PIXEL_MEAN = 45.652287
 ROOT_GROUP = "model_weights"
@@ -163,9 +164,9 @@ def import_weights(weights_path, run_name, pixel_mean=ORIGINAL_PIXEL_MEAN, outpu
         raise UserError(f"--pixel-mean is on the 0-255 scale, got {pixel_mean}; the original's "
                         f"is {ORIGINAL_PIXEL_MEAN}")
     config = imported_config(run_name, data_dir)
-    config_dir = os.path.join(output_root, "config", run_name)
-    weights_out = os.path.join(output_root, "checkpoints", run_name, "final.weights.h5")
-    for existing in (os.path.join(config_dir, "config.json"), weights_out):
+    config_dir = run_dirs(output_root, run_name)["config"]
+    weights_out = os.path.join(run_dirs(output_root, run_name)["checkpoints"], FINAL_WEIGHTS)
+    for existing in (config_file(run_name, output_root), weights_out):
         if os.path.exists(existing):
             raise UserError(f"run {run_name!r} already exists ({existing}); choose another "
                             "--run-name or --output-root")
@@ -181,7 +182,7 @@ def import_weights(weights_path, run_name, pixel_mean=ORIGINAL_PIXEL_MEAN, outpu
     except BaseException:
         os.remove(weights_out)
         raise
-    return os.path.join(config_dir, "config.json"), weights_out
+    return config_file(run_name, output_root), weights_out
 
 
 def main(argv=None):

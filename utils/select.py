@@ -128,7 +128,7 @@ def select(run, names, output_root=".", data_dir=None, test_sets=None):
     selection = {"run": run, "final_step": results["steps"],
                  "final_target_test_accuracy": results["target_accuracy"],
                  "higher_is_better": True, "picks": chosen}
-    atomic_write_json(os.path.join(output_root, "logs", run, "selection.json"), selection)
+    atomic_write_json(os.path.join(run_dirs(output_root, run)["logs"], "selection.json"), selection)
     return selection
 
 
