@@ -106,7 +106,11 @@ def main(argv=None):
     if results_path:
         # Resuming would retrain nothing but rewrite results.json with the
         # timing of a no-op (issue 10): say so and leave the run untouched.
-        print(f"run {config.run_name!r} is already finished ({results_path}); nothing to resume. "
+        with open(results_path) as handle:
+            collapsed_at = json.load(handle).get("collapsed_at")
+        state = (f"collapsed at step {collapsed_at}" if collapsed_at is not None
+                 else "already finished")
+        print(f"run {config.run_name!r} {state} ({results_path}); nothing to resume. "
               "Start a new run with another --run-name to train again.")
         return
     # Bad data or an unwritable output folder should fail in a second, not
@@ -118,6 +122,7 @@ def main(argv=None):
     import keras
     import tensorflow as tf
 
+    from utils.collapse_guard import Collapsed
     from utils.trainer import Diverged, Interrupted, Trainer
 
     keras.utils.set_random_seed(config.seed)
@@ -135,6 +140,9 @@ def main(argv=None):
     except Diverged as error:
         print(f"error: {error}", file=sys.stderr)
         sys.exit(3)
+    except Collapsed as error:
+        print(f"error: {error}", file=sys.stderr)
+        sys.exit(4)
     print(json.dumps(results, indent=2))
 
 

@@ -131,6 +131,11 @@ class DANNConfig:
       domain_loss_weight: L_d is this times the mean domain loss over the whole
         batch: 1 is how the authors' Caffe code normalises it, 2 is Eq. 9 as
         printed (source mean plus target mean).
+      collapse_probe_size: labelled training images on which the collapse guard
+        (utils/collapse_guard.py) checks, before every checkpoint and at the end,
+        that G_f and G_y still have live ReLU units and an output that depends
+        on the image; a dead run stops with exit status 4 and results.json
+        says "collapsed": true. 0 disables the guard.
       steps_per_call: updates run by one call of the compiled training loop;
         more amortise the per-call overhead, and a stop signal waits for at
         most this many updates. Does not change what is computed.
@@ -171,6 +176,7 @@ class DANNConfig:
     eval_subset: int = 2000
     domain_loss_weight: float = 1.0
     steps_per_call: int = 10
+    collapse_probe_size: int = 500
 
     def __post_init__(self):
         if self.steps_per_epoch is None and isinstance(self.batch_size, int) and self.batch_size > 1:
@@ -207,7 +213,7 @@ class DANNConfig:
             require_positive(name)
         for name in ("lr_alpha", "lr_beta", "grl_gamma", "target_val_size", "entropy_weight",
                      "vat_weight", "domain_loss_weight",
-                     "eval_subset", "source_val_size"):
+                     "eval_subset", "source_val_size", "collapse_probe_size"):
             if getattr(self, name) < 0:
                 raise UserError(f"{name} must be >= 0, got {getattr(self, name)}; pass "
                                 f"--{name.replace('_', '-')} with a value >= 0")

@@ -29,6 +29,8 @@ def conditional_entropy(logits):
 class TargetEntropy:
     """The weighted target conditional-entropy loss of one replica's share of the batch."""
 
+    name = "entropy"
+
     def __init__(self, weight, start, gamma, total_steps, global_target_batch):
         self.weight, self.start, self.gamma = weight, start, gamma
         self.total_steps, self.global_target_batch = total_steps, global_target_batch

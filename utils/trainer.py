@@ -21,6 +21,7 @@ from model import build_dann
 from utils import schedules
 from utils.data import (hold_out_source_validation, hold_out_target_validation, pixel_mean,
                         seeded_subset_indices)
+from utils.collapse_guard import Collapsed, CollapseGuard
 from utils.pipeline import make_train_dataset
 from utils.runs import FINAL_WEIGHTS, run_dirs
 from utils.io import UserError, atomic_save, atomic_write_json, ensure_writable_dir
@@ -162,6 +163,10 @@ class Trainer:
                 config.input_shape, config.num_classes, mean, config.input_norm).model,
                 config.ema_decay) if config.ema_decay > 0 else None)
         self.target_losses = self._target_losses() if self.adapt else []
+        # Guards beside the NaN check: probes on the first labelled training images.
+        self.collapse_guard = (CollapseGuard(self.dann.feature_extractor, self.dann.label_classifier,
+                                             self.train_images[0][:config.collapse_probe_size])
+                               if config.collapse_probe_size > 0 else None)
         # This session's timing, until fit() starts it anew (the benchmark trains without fit()).
         self._clock_base, self._session_start = (0.0, 0.0, 0), time.perf_counter()
         self._session_train_seconds, self._session_timed_steps = 0.0, 0
@@ -244,12 +249,13 @@ class Trainer:
                                      start_step=start_step)
         return self.strategy.experimental_distribute_dataset(dataset)
 
-    def _replica_gradients(self, labelled_images, labels, unlabelled_images):
-        """Gradients of L_y + L_d on a replica's share of the batch (Sec. 3.2, Eq. 9-13).
+    def _loss_terms(self, labelled_images, labels, unlabelled_images):
+        """The weighted loss terms of one replica's share of the batch (Sec. 3.2, Eq. 9-13).
 
-        The gradient-reversal layer makes the feature extractor's part of the
-        domain gradient -lambda * dL_d/dtheta_f. Returns (gradients, finite),
-        with `finite` agreed by all replicas.
+        Returns ({term: loss}, outputs): `label` (L_y), `domain` (L_d) and one
+        term per recipe component on the unlabelled half, in the order they are
+        summed; `outputs` holds what the window metrics read. Called inside the
+        train step's tape, and by utils.diagnose to take each term's gradient.
         """
         dann = self.dann
         images = tf.concat([labelled_images, unlabelled_images], axis=0)
@@ -257,39 +263,57 @@ class Trainer:
         domain_labels = tf.concat([tf.fill([num_labelled], self.labelled_domain),
                                    tf.fill([tf.shape(unlabelled_images)[0]], 1.0 - self.labelled_domain)],
                                   axis=0)
+        # One pass of G_f over source and target together: both heads share it.
+        features = dann.feature_extractor(images, training=True)
+        class_logits = dann.label_classifier(features[:num_labelled], training=True)
+        domain_logits = dann.domain_classifier(features, training=True)[:, 0]
+        label_losses = tf.nn.sparse_softmax_cross_entropy_with_logits(labels, class_logits)
+        domain_losses = tf.nn.sigmoid_cross_entropy_with_logits(domain_labels, domain_logits)
+        # L_y is the mean over the labelled half and L_d `domain_loss_weight` times
+        # the mean over the whole batch: 1 as the authors' Caffe code normalises
+        # it, 2 for Eq. 9's source mean plus target mean (equal halves). Dividing
+        # by the global batch makes the replicas' gradients sum to those means.
+        terms = {
+            "label": tf.nn.compute_average_loss(label_losses, global_batch_size=self.half_batch),
+            "domain": self.config.domain_loss_weight * tf.nn.compute_average_loss(
+                domain_losses, global_batch_size=self.config.batch_size),
+        }
+        if self.target_losses:
+            # Recipe components on the unlabelled half: its images and G_y's outputs.
+            target_logits = dann.label_classifier(features[num_labelled:], training=True)
+            step = self.optimizer.iterations
+            for loss in self.target_losses:
+                terms[loss.name] = loss(unlabelled_images, target_logits, step)
+        outputs = dict(label_losses=label_losses, class_logits=class_logits,
+                       domain_losses=domain_losses, domain_logits=domain_logits,
+                       domain_labels=domain_labels)
+        return terms, outputs
+
+    def _replica_gradients(self, labelled_images, labels, unlabelled_images):
+        """Gradients of L_y + L_d (+ the recipe's target terms) on a replica's share of the batch.
+
+        The gradient-reversal layer makes the feature extractor's part of the
+        domain gradient -lambda * dL_d/dtheta_f (Eq. 13). Returns (gradients,
+        finite), with `finite` agreed by all replicas.
+        """
         with tf.GradientTape() as tape:
-            # One pass of G_f over source and target together: both heads share it.
-            features = dann.feature_extractor(images, training=True)
-            class_logits = dann.label_classifier(features[:num_labelled], training=True)
-            domain_logits = dann.domain_classifier(features, training=True)[:, 0]
-            label_losses = tf.nn.sparse_softmax_cross_entropy_with_logits(labels, class_logits)
-            domain_losses = tf.nn.sigmoid_cross_entropy_with_logits(domain_labels, domain_logits)
-            # L_y is the mean over the labelled half and L_d `domain_loss_weight` times
-            # the mean over the whole batch: 1 as the authors' Caffe code normalises
-            # it, 2 for Eq. 9's source mean plus target mean (equal halves). Dividing
-            # by the global batch makes the replicas' gradients sum to those means.
-            label_loss = tf.nn.compute_average_loss(label_losses,
-                                                    global_batch_size=self.half_batch)
-            domain_loss = self.config.domain_loss_weight * tf.nn.compute_average_loss(
-                domain_losses, global_batch_size=self.config.batch_size)
-            total_loss = label_loss + domain_loss
-            if self.target_losses:
-                # Recipe components on the unlabelled half: its images and G_y's outputs.
-                target_logits = dann.label_classifier(features[num_labelled:], training=True)
-                step = self.optimizer.iterations
-                total_loss += tf.add_n([loss(unlabelled_images, target_logits, step)
-                                        for loss in self.target_losses])
-        gradients = tape.gradient(total_loss, dann.model.trainable_variables)
+            terms, outputs = self._loss_terms(labelled_images, labels, unlabelled_images)
+            total_loss = terms.pop("label") + terms.pop("domain")
+            if terms:
+                total_loss += tf.add_n(list(terms.values()))
+        gradients = tape.gradient(total_loss, self.dann.model.trainable_variables)
         finite = tf.logical_and(tf.math.is_finite(total_loss),
                                 tf.reduce_all([tf.reduce_all(tf.math.is_finite(g)) for g in gradients]))
         replicas_not_finite = tf.distribute.get_replica_context().all_reduce(
             tf.distribute.ReduceOp.SUM, 1.0 - tf.cast(finite, tf.float32))
+        class_logits, domain_logits = outputs["class_logits"], outputs["domain_logits"]
+        domain_labels = outputs["domain_labels"]
         self.metrics.update(
-            label_loss=tf.reduce_sum(label_losses),
+            label_loss=tf.reduce_sum(outputs["label_losses"]),
             label_correct=tf.reduce_sum(tf.cast(
                 tf.equal(tf.argmax(class_logits, axis=1, output_type=tf.int32), labels), tf.float32)),
             label_count=tf.size(labels),
-            domain_loss=tf.reduce_sum(domain_losses),
+            domain_loss=tf.reduce_sum(outputs["domain_losses"]),
             domain_correct=tf.reduce_sum(tf.cast(tf.equal(domain_logits > 0, domain_labels > 0.5),
                                                  tf.float32)),
             domain_count=tf.size(domain_labels))
@@ -390,6 +414,12 @@ class Trainer:
                            f"stopped and no update from that step was applied; last good "
                            f"checkpoint: {last}. Try a lower --learning-rate.")
 
+    def _check_collapse(self):
+        """Raises Collapsed when the guard finds the label classifier dead (utils/collapse_guard.py)."""
+        what = self.collapse_guard.diagnosis() if self.collapse_guard else None
+        if what:
+            raise Collapsed(self.step, what, self.manager.latest_checkpoint)
+
     def _run_totals(self):
         """(wall seconds, training seconds, timed steps) of the whole run up to now."""
         wall, train, steps = self._clock_base
@@ -397,7 +427,10 @@ class Trainer:
                 train + self._session_train_seconds, steps + self._session_timed_steps)
 
     def save_checkpoint(self):
+        """Writes ckpt-<step> unless the run diverged or collapsed: every checkpoint on disk
+        passed both guards, so the newest one is always a good one to go back to."""
         self._check_finite()
+        self._check_collapse()
         self.clock.totals.assign(self._run_totals())
         return self.manager.save(checkpoint_number=self.optimizer.iterations)
 
@@ -460,6 +493,10 @@ class Trainer:
                         self.save_checkpoint()
                     raise Interrupted(stop_signal[0])
             bar.close()
+            self._check_collapse()
+        except Collapsed as collapse:
+            self._record_collapse(collapse)
+            raise
         finally:
             for signum, handler in handlers.items():
                 signal.signal(signum, handler)
@@ -538,10 +575,21 @@ class Trainer:
             log.write(line + "\n")
         return validation
 
+    def _record_collapse(self, collapse):
+        """results.json of a collapsed run: what died and when, and the accuracies it fell to
+        (whole test sets), marked so that no tool takes them for a result. No final weights."""
+        self._write_results(self.evaluate(), *self._run_totals(), collapsed=True,
+                            collapsed_at=collapse.step, collapse=collapse.what,
+                            last_good_checkpoint=collapse.last_good_checkpoint)
+
     def _finish(self, validation, wall_seconds, train_seconds, timed_steps):
         # With a weight average, the averaged model is the one evaluated and saved.
         atomic_save(os.path.join(self.dirs["checkpoints"], FINAL_WEIGHTS),
                     self.eval_model.save_weights)
+        return self._write_results(validation, wall_seconds, train_seconds, timed_steps,
+                                   collapsed=False)
+
+    def _write_results(self, validation, wall_seconds, train_seconds, timed_steps, **status):
         results = {
             "mode": self.config.mode,
             "seed": self.config.seed,
@@ -555,6 +603,7 @@ class Trainer:
             "ms_per_step": round(1000.0 * train_seconds / max(timed_steps, 1), 3),
             # Steps the ms/step is measured over: all but each chunk's first call.
             "timed_steps": timed_steps,
+            **status,
         }
         atomic_write_json(os.path.join(self.dirs["logs"], "results.json"), results)
         return results

@@ -74,6 +74,8 @@ def virtual_adversarial_perturbation(classify, images, logits, radius, seed):
 class TargetVAT:
     """The weighted target VAT loss of one replica's share of the batch."""
 
+    name = "vat"
+
     def __init__(self, weight, radius, start, gamma, total_steps, global_target_batch, classify,
                  seed=0):
         """`classify` maps a batch of 0-255 float images to class logits (G_y after G_f);

@@ -1,0 +1,109 @@
+"""The collapse guard (issue 17): a run whose label classifier died stops, says so, exits 4."""
+import json
+import os
+import subprocess
+
+import numpy as np
+import pytest
+
+import train_MNIST2MNIST_M
+from tests.conftest import SMALL_VAL_SIZE, assert_one_line_failure
+from utils.collapse_guard import CollapseGuard
+from utils.trainer import Trainer
+
+
+def kill_layer(layer):
+    """Every unit of `layer` negative on every input: kernel 0, bias -1."""
+    layer.kernel.assign(np.zeros(layer.kernel.shape, np.float32))
+    layer.bias.assign(-np.ones(layer.bias.shape, np.float32))
+
+
+@pytest.fixture(scope="module")
+def dann_and_images(data_dir):
+    from model import build_dann
+    from utils.data import load_mnist_and_mnistm
+
+    mnist, _ = load_mnist_and_mnistm(data_dir)
+    return build_dann(input_norm="instance"), mnist["train"][:64]
+
+
+def test_guard_passes_a_live_network_and_names_each_dead_layer(dann_and_images):
+    dann, images = dann_and_images
+    guard = CollapseGuard(dann.feature_extractor, dann.label_classifier, images)
+    assert [layer.name for layer in guard.layers] == ["conv1", "conv2", "fc1", "fc2"]
+    assert guard.diagnosis() is None
+    live = guard.live_units()
+    assert live["fc2"][1] == 100 and live["conv1"][1] == 32 and all(n > 0 for n, _ in live.values())
+    saved = [w.numpy() for w in dann.model.weights]
+    try:
+        kill_layer(dann.label_classifier.get_layer("fc2"))
+        assert guard.diagnosis() == "fc2 has 0 of 100 units live on 64 probe training images"
+        assert guard.live_units()["fc2"] == (0, 100)
+        # A dead conv2 feeds fc1 zeros, and fc1's biases start at 0: dead as well.
+        kill_layer(dann.feature_extractor.get_layer("conv2"))
+        assert guard.diagnosis() == ("conv2 has 0 of 48 units live, fc1 has 0 of 100 units live, "
+                                     "fc2 has 0 of 100 units live on 64 probe training images")
+    finally:
+        for weight, value in zip(dann.model.weights, saved):
+            weight.assign(value)
+    assert guard.diagnosis() is None
+
+
+def test_guard_calls_an_output_that_ignores_the_image_collapsed(dann_and_images):
+    dann, images = dann_and_images
+    logits = dann.label_classifier.get_layer("class_logits")
+    saved = logits.kernel.numpy()
+    try:
+        # All units live, but the last layer ignores them: the same logits for every image.
+        logits.kernel.assign(np.zeros_like(saved))
+        guard = CollapseGuard(dann.feature_extractor, dann.label_classifier, images)
+        assert guard.diagnosis() == "its logits are the same for all 64 probe training images"
+    finally:
+        logits.kernel.assign(saved)
+
+
+def test_collapsed_run_stops_with_one_line_exit_4_and_says_so_in_results(data_dir, tmp_path,
+                                                                         capsys, monkeypatch):
+    saved_checkpoints = []
+    original_save = Trainer.save_checkpoint
+
+    def save_and_kill_fc2_at_step_20(self):
+        # The collapse of issue 17, forced: fc2 of G_y dies between two checkpoints.
+        if self.step == 20:
+            kill_layer(self.dann.label_classifier.get_layer("fc2"))
+        path = original_save(self)
+        saved_checkpoints.append(path)
+        return path
+
+    monkeypatch.setattr(Trainer, "save_checkpoint", save_and_kill_fc2_at_step_20)
+    argv = ["--data-dir", data_dir, "--output-root", str(tmp_path), "--run-name", "collapses",
+            "--epochs", "1", "--steps-per-epoch", "40", "--checkpoint-every-steps", "10",
+            "--target-val-size", str(SMALL_VAL_SIZE), "--batch-size", "8",
+            "--eval-batch-size", "16", "--no-progress"]
+    with pytest.raises(SystemExit) as exit_info:
+        train_MNIST2MNIST_M.main(argv)
+    output = capsys.readouterr()
+    completed = subprocess.CompletedProcess(argv, exit_info.value.code, output.out, output.err)
+    assert completed.returncode == 4
+    message = assert_one_line_failure(completed, "collapsed by step 20",
+                                      "fc2 has 0 of 100 units live", "last good checkpoint: ")
+    last_good = message.split("last good checkpoint: ")[1].split(". ")[0]
+    assert last_good.endswith("ckpt-10") and saved_checkpoints == [last_good]
+    checkpoints = tmp_path / "checkpoints" / "collapses"
+    assert not (checkpoints / "final.weights.h5").exists()
+    assert not any(name.startswith("ckpt-20") for name in os.listdir(checkpoints))
+    results = json.loads((tmp_path / "logs" / "collapses" / "results.json").read_text())
+    assert results["collapsed"] is True and results["collapsed_at"] == 20
+    assert results["collapse"].startswith("fc2 has 0 of 100 units live")
+    assert results["last_good_checkpoint"] == last_good and results["steps"] == 20
+
+    # Resuming the collapsed run changes nothing and says why.
+    train_MNIST2MNIST_M.main(["--run-name", "collapses", "--resume", "--output-root",
+                              str(tmp_path), "--no-progress"])
+    assert "collapsed at step 20" in capsys.readouterr().out
+
+
+def test_healthy_run_results_say_not_collapsed(smoke_runs):
+    for run in ("dann", "source_only"):
+        results = json.loads(open(os.path.join(smoke_runs, "logs", run, "results.json")).read())
+        assert results["collapsed"] is False and "collapsed_at" not in results

@@ -1,0 +1,101 @@
+"""The collapse guard: a run whose label classifier has died never ends as an ordinary result.
+
+A ReLU unit whose pre-activation is negative on every input passes no
+gradient, so once every unit of a layer of G_f or G_y is in that state, G_y's
+output no longer depends on the image, the label gradient to every layer
+below is exactly zero, and SGD cannot bring the run back (the "dying ReLU",
+Lu et al., "Dying ReLU and Initialization", 2019). Issue 17 saw it on
+`improved`, seed 3: fc2 of G_y went dead at about step 33,000 and the run still
+finished with a MNIST-M accuracy of 0.1135, reported as a result.
+
+The guard probes the network on a fixed set of labelled training images and
+calls the run collapsed when
+
+  * some ReLU layer of G_f or G_y has no live unit (a unit is live when it is
+    positive for at least one probe image; a convolution's unit is a channel),
+    or
+  * G_y's logits are the same for every probe image (what a dead layer
+    implies, checked directly, whatever the architecture).
+
+It runs before every checkpoint is written and before the final results, so
+a dead model is never saved as a checkpoint nor reported as a result, and the
+newest checkpoint is always one the guard passed. It reads only training
+images: no target label is involved.
+"""
+import keras
+import numpy as np
+import tensorflow as tf
+
+# Logits whose spread over the probe images is below this fraction of their size are
+# one constant output (a dead fc2 gives a spread of exactly 0).
+CONSTANT_OUTPUT_TOLERANCE = 1e-6
+
+
+class Collapsed(Exception):
+    """The label classifier died: its output no longer depends on the input."""
+
+    def __init__(self, step, what, last_good_checkpoint):
+        self.step, self.what, self.last_good_checkpoint = step, what, last_good_checkpoint
+        last = last_good_checkpoint or "none (no checkpoint was written yet)"
+        super().__init__(f"the label classifier collapsed by step {step}: {what}, so its label "
+                         f"gradient is zero and training cannot recover; training stopped and no "
+                         f"checkpoint of the collapsed model was written; last good checkpoint: "
+                         f"{last}. Try another --seed or a lower --learning-rate, or see README, "
+                         f"\"Collapsed runs\"")
+
+
+def relu_layers(model):
+    """The layers of `model` (nested models included) with a ReLU activation, in order."""
+    found = []
+    for layer in model.layers:
+        if isinstance(layer, keras.Model):
+            found += relu_layers(layer)
+        elif getattr(layer, "activation", None) is keras.activations.relu:
+            found.append(layer)
+    return found
+
+
+class CollapseGuard:
+    """Live ReLU units of G_f and G_y, and the spread of G_y's logits, on fixed probe images."""
+
+    def __init__(self, feature_extractor, label_classifier, probe_images):
+        self.probe_images = np.asarray(probe_images)
+        fe_layers, lc_layers = relu_layers(feature_extractor), relu_layers(label_classifier)
+        self.layers = fe_layers + lc_layers
+        self._features = keras.Model(feature_extractor.inputs,
+                                     [layer.output for layer in fe_layers]
+                                     + [feature_extractor.output])
+        self._classifier = keras.Model(label_classifier.inputs,
+                                       [layer.output for layer in lc_layers]
+                                       + [label_classifier.output])
+        self.probe = tf.function(self._probe)
+
+    def _probe(self, images):
+        """(live units per ReLU layer, units per layer, spread and size of the logits)."""
+        *fe_activations, features = self._features(images, training=False)
+        *lc_activations, logits = self._classifier(features, training=False)
+        live, units = [], []
+        for activation in fe_activations + lc_activations:
+            # Largest activation of each unit (a channel for convolutions) over images and positions.
+            peak = tf.reduce_max(tf.reshape(activation, [-1, activation.shape[-1]]), axis=0)
+            live.append(tf.reduce_sum(tf.cast(peak > 0.0, tf.int32)))
+            units.append(tf.size(peak))
+        spread = tf.reduce_max(tf.reduce_max(logits, axis=0) - tf.reduce_min(logits, axis=0))
+        return tf.stack(live), tf.stack(units), spread, tf.reduce_max(tf.abs(logits))
+
+    def live_units(self):
+        """{layer name: (live units, units)} on the probe images."""
+        live, units, _, _ = self.probe(self.probe_images)
+        return {layer.name: (int(a), int(b)) for layer, a, b in zip(self.layers, live, units)}
+
+    def diagnosis(self):
+        """What died, as a phrase, or None while the classifier is alive."""
+        live, units, spread, size = (value.numpy() for value in self.probe(self.probe_images))
+        dead = [f"{layer.name} has 0 of {count} units live" for layer, alive, count
+                in zip(self.layers, live, units) if alive == 0]
+        count = len(self.probe_images)
+        if dead:
+            return f"{', '.join(dead)} on {count} probe training images"
+        if spread <= CONSTANT_OUTPUT_TOLERANCE * (1.0 + size):
+            return f"its logits are the same for all {count} probe training images"
+        return None

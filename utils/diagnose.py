@@ -1,0 +1,191 @@
+"""Replays a run's updates from one of its checkpoints and records what each update looked like.
+
+    python -m utils.diagnose --run R --from-checkpoint ckpt-32000 --steps 2000
+
+Restores checkpoints/<R>/ckpt-N (weights, optimizer state with its momentum,
+the weight average) and applies the same updates the run applied from step
+N: the input pipeline restarts exactly at any step, and the train step is the
+trainer's own. Before each update it takes the gradient of every loss term on
+its own (label L_y, domain L_d, and each recipe term: target entropy, VAT)
+and records, per step:
+
+  * each term's value and the norm of its gradient, over all weights and per
+    layer of G_f, G_y and G_d;
+  * the norm of the update each layer then received (weights after minus
+    before: the learning rate and SGD momentum included);
+  * the live ReLU units of every layer on the collapse guard's probe images
+    (utils/collapse_guard.py).
+
+It writes logs/<R>/diagnostics/replay-<N>.csv (one row per step) and prints
+the steps around the first one the guard would call collapsed. Nothing of
+the run is changed: the replay trains a copy in memory. Without
+`--deterministic` in the run's config, TensorFlow may sum in another order
+than the original run did, so a replay can drift from it; the trainer's
+per-window losses in the CSV show whether it did.
+"""
+import csv
+import os
+
+import numpy as np
+
+from utils.io import ArgumentParser, UserError, atomic_save, run_main
+from utils.runs import run_config, run_dirs
+
+
+def parse_args(argv=None):
+    parser = ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--run", required=True, help="run name (as --run-name of the training)")
+    parser.add_argument("--from-checkpoint", required=True,
+                        help="checkpoint of the run to start from, e.g. ckpt-32000")
+    parser.add_argument("--steps", type=int, default=1000,
+                        help="updates to replay (default: %(default)s)")
+    parser.add_argument("--output-root", default=".",
+                        help="folder holding logs/, checkpoints/ and config/ (default: %(default)s)")
+    parser.add_argument("--data-dir", default=None,
+                        help="folder holding the pickles (default: the run's own)")
+    parser.add_argument("--stop-after-collapse", type=int, default=50,
+                        help="steps to go on once the guard calls the model collapsed "
+                        "(default: %(default)s)")
+    args = parser.parse_args(argv)
+    if args.steps <= 0:
+        raise UserError(f"--steps must be positive, got {args.steps}")
+    return args
+
+
+def layer_groups(dann):
+    """{"G_f/conv1": [variables], ...}: each layer's trainable variables, named by sub-model."""
+    groups = {}
+    for prefix, model in (("G_f", dann.feature_extractor), ("G_y", dann.label_classifier),
+                          ("G_d", dann.domain_classifier)):
+        for variable in model.trainable_variables:
+            groups.setdefault(f"{prefix}/{variable.path.split('/')[0]}", []).append(variable)
+    return groups
+
+
+def make_probe(trainer):
+    """A compiled function of one batch: each loss term, and its gradient norm per layer."""
+    import tensorflow as tf
+
+    groups = layer_groups(trainer.dann)
+    variables = [v for group in groups.values() for v in group]
+
+    def norms(gradients):
+        by_variable = dict(zip((id(v) for v in variables), gradients))
+        per_layer = {name: tf.linalg.global_norm([by_variable[id(v)] for v in group])
+                     for name, group in groups.items()}
+        return tf.linalg.global_norm(gradients), per_layer
+
+    @tf.function
+    def probe(labelled_images, labels, unlabelled_images):
+        with tf.GradientTape(persistent=True) as tape:
+            terms, outputs = trainer._loss_terms(labelled_images, labels, unlabelled_images)
+        stats = {}
+        for name, term in terms.items():
+            gradients = tape.gradient(term, variables,
+                                      unconnected_gradients=tf.UnconnectedGradients.ZERO)
+            total, per_layer = norms(gradients)
+            stats[f"{name}/loss"] = term
+            stats[f"{name}/grad_norm"] = total
+            stats.update({f"{name}/grad_norm/{layer}": value for layer, value in per_layer.items()})
+        correct = tf.equal(tf.argmax(outputs["class_logits"], axis=1, output_type=tf.int32), labels)
+        stats["source_batch_accuracy"] = tf.reduce_mean(tf.cast(correct, tf.float32))
+        stats["max_abs_logit"] = tf.reduce_max(tf.abs(outputs["class_logits"]))
+        return stats
+
+    return probe, groups
+
+
+def replay(trainer, steps, stop_after_collapse=50):
+    """Applies `steps` updates from the trainer's current step; returns one dict per update."""
+    import tensorflow as tf
+
+    probe, groups = make_probe(trainer)
+    train_step = tf.function(trainer._train_step_on_batch)
+    iterator = iter(trainer.make_dataset(start_step=trainer.step))
+    rows, collapsed_at = [], None
+    for _ in range(steps):
+        step = trainer.step
+        batch = next(iterator)
+        row = {"step": step, "learning_rate": float(trainer.learning_rate(step)),
+               "grl_lambda": float(trainer.grl_lambda_at(step))}
+        row.update({name: float(value) for name, value in probe(*batch).items()})
+        before = {name: [v.numpy() for v in group] for name, group in groups.items()}
+        train_step(batch)
+        for name, group in groups.items():
+            row[f"update_norm/{name}"] = float(np.sqrt(sum(
+                np.sum((v.numpy() - old) ** 2) for v, old in zip(group, before[name]))))
+        if trainer.collapse_guard:
+            for layer, (live, units) in trainer.collapse_guard.live_units().items():
+                row[f"live_units/{layer}"] = live / units
+            if collapsed_at is None and trainer.collapse_guard.diagnosis():
+                collapsed_at = step
+        rows.append(row)
+        if collapsed_at is not None and step - collapsed_at >= stop_after_collapse:
+            break
+    return rows, collapsed_at
+
+
+def write_csv(path, rows):
+    def write(tmp_path):
+        with open(tmp_path, "w", newline="") as handle:
+            writer = csv.DictWriter(handle, fieldnames=list(rows[0]))
+            writer.writeheader()
+            writer.writerows(rows)
+
+    atomic_save(path, write)
+
+
+def summary_lines(rows, collapsed_at, context=5):
+    """The rows around the first collapsed step (or the last few), the largest columns only."""
+    index = next((i for i, row in enumerate(rows) if row["step"] == collapsed_at), len(rows) - 1)
+    shown = rows[max(index - context, 0):index + 2]
+    columns = ["step", "source_batch_accuracy", "max_abs_logit"]
+    columns += [key for key in rows[0] if key.endswith("/grad_norm")]
+    columns += [key for key in rows[0] if key.startswith(("update_norm/G_y", "live_units/"))]
+    lines = ["  ".join(f"{c.replace('grad_norm', 'g').replace('update_norm', 'du')}" for c in columns)]
+    for row in shown:
+        lines.append("  ".join(f"{row[c]:.4g}" if isinstance(row[c], float) else str(row[c])
+                               for c in columns))
+    return lines
+
+
+def main(argv=None):
+    args = parse_args(argv)
+    config = run_config(args.run, args.output_root)
+    checkpoint = os.path.join(run_dirs(args.output_root, args.run)["checkpoints"],
+                              os.path.basename(args.from_checkpoint))
+    if not os.path.exists(checkpoint + ".index"):
+        raise UserError(f"no checkpoint {checkpoint}; list checkpoints/{args.run}/ for the ckpt-N "
+                        "names it holds")
+    from utils.data import load_mnist_and_mnistm
+
+    mnist, mnist_m = load_mnist_and_mnistm(args.data_dir or config.data_dir, config.input_shape,
+                                           config.num_classes)
+    import keras
+    import tensorflow as tf
+
+    from utils.trainer import Trainer
+
+    keras.utils.set_random_seed(config.seed)
+    if config.deterministic:
+        tf.config.experimental.enable_op_determinism()
+    # The replay writes nothing of the run: its trainer gets a scratch output root.
+    import tempfile
+
+    with tempfile.TemporaryDirectory() as scratch:
+        trainer = Trainer(config, mnist, mnist_m, output_root=scratch)
+        trainer.checkpoint.restore(checkpoint).assert_existing_objects_matched()
+        start = trainer.step
+        rows, collapsed_at = replay(trainer, args.steps, args.stop_after_collapse)
+    path = os.path.join(run_dirs(args.output_root, args.run)["logs"], "diagnostics",
+                        f"replay-{start}.csv")
+    write_csv(path, rows)
+    print(f"replayed steps {start}-{rows[-1]['step']} of run {args.run}; "
+          + (f"the guard calls the model collapsed after step {collapsed_at}" if collapsed_at
+             is not None else "no collapse"))
+    print("\n".join(summary_lines(rows, collapsed_at)))
+    print(f"written to {path}")
+
+
+if __name__ == "__main__":
+    run_main(main)
