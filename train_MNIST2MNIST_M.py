@@ -15,14 +15,20 @@ seed), so one command trains on a fresh machine.
 """
 import json
 import os
+import shutil
 import sys
 import time
 
 import create_mnistm
 from config.config import DANNConfig, add_config_arguments, check_run_name, config_from_args
 from utils.data import MNIST_M_PICKLE, MNIST_PICKLE, load_mnist_and_mnistm
-from utils.io import ArgumentParser, UserError, ensure_writable_dir, run_main
-from utils.runs import config_file, results_file
+from utils.io import ArgumentParser, UserError, ensure_writable_dir, one_line, run_main
+from utils.run_lock import RunLock
+from utils.runs import config_file, results_file, run_dirs
+
+# What TensorFlow's file writers say when the disk or the folder fails them.
+WRITE_FAILURES = ("No space left", "Disk quota", "Read-only file system", "Permission denied",
+                  "Input/output error")
 
 
 def build_parser():
@@ -30,7 +36,14 @@ def build_parser():
     parser = ArgumentParser(description=__doc__.split("\n\n")[0])
     add_config_arguments(parser)
     parser.add_argument("--resume", action="store_true",
-                        help="continue --run-name from its latest checkpoint (default: off)")
+                        help="continue --run-name from its newest intact checkpoint, or from "
+                        "step 0 when it has none (default: off)")
+    parser.add_argument("--resume-from", metavar="CHECKPOINT",
+                        help="continue --run-name from this checkpoint, e.g. ckpt-2000 "
+                        "(implies --resume; default: the newest intact one)")
+    parser.add_argument("--overwrite", action="store_true",
+                        help="delete the run's logs, checkpoints and config, then train it anew "
+                        "(default: off)")
     parser.add_argument("--output-root", default=".",
                         help="folder holding logs/, checkpoints/ and config/ "
                         "(default: %(default)s)")
@@ -42,7 +55,12 @@ def build_parser():
 
 
 def parse_args(argv=None):
-    return build_parser().parse_args(argv)
+    args = build_parser().parse_args(argv)
+    if args.resume_from is not None:
+        args.resume = True
+    if args.overwrite and args.resume:
+        raise UserError("--overwrite deletes the run that --resume would continue; pass one of them")
+    return args
 
 
 def ensure_pickles(data_dir, mnist_path=None, bsds_path=None, resume=False):
@@ -84,9 +102,10 @@ def resolve_config(args):
     if not args.resume:
         config = config_from_args(args, run_name=args.run_name or time.strftime("%Y%m%d-%H%M%S"))
         saved = config_file(config.run_name, args.output_root)
-        if os.path.exists(saved):
+        if os.path.exists(saved) and not args.overwrite:
             raise UserError(f"run {config.run_name!r} already exists ({saved}); pass --resume to "
-                            "continue it or choose another --run-name")
+                            "continue it, --overwrite to delete it and start again, or choose "
+                            "another --run-name")
         return config
     if not args.run_name:
         raise UserError("--resume needs --run-name to say which run to continue")
@@ -97,6 +116,35 @@ def resolve_config(args):
         raise UserError(f"cannot change {', '.join(changed)} when resuming run {args.run_name!r}; "
                         "drop those flags or start a new run")
     return config
+
+
+def delete_run(output_root, run_name, lock):
+    """--overwrite: deletes the run's three folders (the lock, which this process holds, stays)."""
+    folders = run_dirs(output_root, run_name)
+    present = [folder for folder in folders.values() if os.path.exists(folder)]
+    if not present:
+        return
+    print(f"--overwrite: deleting run {run_name!r} ({', '.join(present)})", flush=True)
+    for kind, folder in folders.items():
+        if not os.path.isdir(folder):
+            continue
+        for name in os.listdir(folder):
+            path = os.path.join(folder, name)
+            if kind == "checkpoints" and path == lock.path:
+                continue
+            shutil.rmtree(path) if os.path.isdir(path) and not os.path.islink(path) else os.remove(path)
+
+
+def write_failure(error, folder, checkpoint):
+    """The one line for an OS error while the run writes (a full disk, a lost mount...)."""
+    reason = getattr(error, "strerror", None) or one_line(getattr(error, "message", error))
+    try:
+        free = f"; {shutil.disk_usage(folder).free / 2**20:.0f} MiB free in {folder}"
+    except OSError:
+        free = ""
+    last = (f"the last good checkpoint {checkpoint} is intact" if checkpoint
+            else "no checkpoint was written yet")
+    return f"writing the run failed: {reason}{free}; {last}. Free space (or fix the folder), then"
 
 
 def main(argv=None):
@@ -122,20 +170,38 @@ def main(argv=None):
     import keras
     import tensorflow as tf
 
-    from utils.collapse_guard import Collapsed
-    from utils.trainer import Diverged, Interrupted, Trainer
+    from utils.trainer import Trainer
 
     keras.utils.set_random_seed(config.seed)
     if config.deterministic:
         tf.config.experimental.enable_op_determinism()
     print(f"run {config.run_name}: mode {config.mode}, seed {config.seed}, "
           f"{config.epochs} epochs x {config.steps_per_epoch} steps, batch {config.batch_size}")
-    trainer = Trainer(config, mnist, mnist_m, output_root=args.output_root)
+    # One writer per run: a second process on it is refused before it writes anything.
+    with RunLock(run_dirs(args.output_root, config.run_name)["checkpoints"], config.run_name) as lock:
+        if args.overwrite:
+            delete_run(args.output_root, config.run_name, lock)
+        trainer = Trainer(config, mnist, mnist_m, output_root=args.output_root)
+        results = train(trainer, args)
+    print(json.dumps(results, indent=2))
+
+
+def train(trainer, args):
+    """fit() with every way it can stop turned into one line and the shell's exit status."""
+    import tensorflow as tf
+
+    from utils.collapse_guard import Collapsed
+    from utils.trainer import Diverged, Interrupted
+
+    config = trainer.config
+    resume_command = (f"python train_MNIST2MNIST_M.py --run-name {config.run_name} --resume"
+                      + (f" --output-root {args.output_root}" if args.output_root != "." else ""))
     try:
-        results = trainer.fit(resume=args.resume, show_progress=not args.no_progress)
+        return trainer.fit(resume=args.resume, show_progress=not args.no_progress,
+                           resume_from=args.resume_from)
     except Interrupted as stop:
         print(f"stopped by {stop} at step {trainer.step}; checkpoint saved. Continue with: "
-              f"python train_MNIST2MNIST_M.py --run-name {config.run_name} --resume", file=sys.stderr)
+              f"{resume_command}", file=sys.stderr)
         sys.exit(stop.exit_status)
     except Diverged as error:
         print(f"error: {error}", file=sys.stderr)
@@ -143,7 +209,12 @@ def main(argv=None):
     except Collapsed as error:
         print(f"error: {error}", file=sys.stderr)
         sys.exit(4)
-    print(json.dumps(results, indent=2))
+    except (OSError, tf.errors.OpError) as error:
+        if isinstance(error, tf.errors.OpError) and not any(
+                text in str(error) for text in WRITE_FAILURES):
+            raise
+        message = write_failure(error, trainer.dirs["checkpoints"], trainer.manager.latest_checkpoint)
+        raise UserError(f"{message} continue with: {resume_command}") from None
 
 
 if __name__ == "__main__":

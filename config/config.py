@@ -68,6 +68,11 @@ class DANNConfig:
       lr_alpha: alpha of the learning-rate schedule.
       lr_beta: beta of the learning-rate schedule.
       momentum: SGD momentum.
+      clip_norm: if positive, every update's gradient is rescaled to at most
+        this global L2 norm (over all weights, all loss terms together) before
+        SGD applies it (Keras' `global_clipnorm`; Pascanu et al., ICML 2013);
+        0 leaves the gradients as they are. Under `mirrored` each replica
+        clips its share of the gradient before the replicas are summed.
       grl_gamma: gamma of the adaptation schedule
         lambda_p = 2 / (1 + exp(-gamma * p)) - 1 (Sec. 5.2.2).
       batch_size: images per step, half source and half target (64 + 64 in the
@@ -85,6 +90,9 @@ class DANNConfig:
       log_every_steps: how often the learning rate and lambda are logged.
       checkpoint_every_steps: how often a checkpoint is written (also at the
         end of every epoch).
+      checkpoint_every_seconds: a checkpoint is also written when this many
+        seconds have passed since the last one, so a kill loses at most about
+        that much training.
       max_to_keep: how many checkpoints are kept on disk.
       eval_batch_size: batch size of the compiled evaluation function.
       deterministic: turn on TensorFlow op determinism (bit-exact resume).
@@ -146,6 +154,7 @@ class DANNConfig:
     lr_alpha: float = 10.0
     lr_beta: float = 0.75
     momentum: float = 0.9
+    clip_norm: float = 0.0
     grl_gamma: float = 10.0
     batch_size: int = 64
     input_shape: Tuple[int, int, int] = (28, 28, 3)
@@ -157,6 +166,7 @@ class DANNConfig:
     run_name: Optional[str] = None
     log_every_steps: int = 100
     checkpoint_every_steps: int = 1000
+    checkpoint_every_seconds: float = 60.0
     max_to_keep: int = 3
     eval_batch_size: int = 2000
     deterministic: bool = False
@@ -208,11 +218,11 @@ class DANNConfig:
             raise UserError(f"batch_size must be even to split into source and target halves, "
                             f"got {self.batch_size}; pass e.g. --batch-size {self.batch_size + 1}")
         for name in ("learning_rate", "epochs", "steps_per_epoch", "log_every_steps",
-                     "checkpoint_every_steps", "max_to_keep", "eval_batch_size", "num_classes",
+                     "checkpoint_every_steps", "checkpoint_every_seconds", "max_to_keep", "eval_batch_size", "num_classes",
                      "eval_every_steps", "steps_per_call"):
             require_positive(name)
         for name in ("lr_alpha", "lr_beta", "grl_gamma", "target_val_size", "entropy_weight",
-                     "vat_weight", "domain_loss_weight",
+                     "vat_weight", "domain_loss_weight", "clip_norm",
                      "eval_subset", "source_val_size", "collapse_probe_size"):
             if getattr(self, name) < 0:
                 raise UserError(f"{name} must be >= 0, got {getattr(self, name)}; pass "

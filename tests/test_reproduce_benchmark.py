@@ -10,7 +10,7 @@ from utils.io import UserError
 def test_summary_is_mean_and_sample_std_of_final_accuracies():
     runs = [{"target_accuracy": a, "target_val_accuracy": a - 0.01, "source_accuracy": 0.99,
              "steps": 10, "wall_seconds": 50.0 * m, "process_wall_seconds": 60.0 * m,
-             "ms_per_step": 20.0}
+             "ms_per_step": 20.0, "seed": m - 1, "collapsed": False}
             for a, m in ((0.70, 1), (0.80, 2), (0.75, 3))]
     row = reproduce.summarise({"dann": runs})["dann"]
     assert row["target_accuracy_mean"] == pytest.approx(0.75)
@@ -21,8 +21,28 @@ def test_summary_is_mean_and_sample_std_of_final_accuracies():
     row.update(seeds=[0, 1, 2], command="python -m utils.reproduce", cpu="a CPU")
     markdown = reproduce.to_markdown({"dann": row}, "default")
     assert ("| dann | 0, 1, 2 | 0.8149 | 0.7666 | 0.7500 ± 0.0500 | 0.7000, 0.8000, 0.7500 | "
-            "0.7400 ± 0.0500 |") in markdown
+            "0.7000 (seed 0) | 0 | 0.7400 ± 0.0500 |") in markdown
     assert "- dann: `python -m utils.reproduce` (a CPU)" in markdown
+
+
+def test_collapsed_run_is_counted_and_shown_never_averaged_in():
+    runs = [{"target_accuracy": a, "target_val_accuracy": a, "source_accuracy": 0.99,
+             "steps": steps, "process_wall_seconds": 60.0, "ms_per_step": 20.0, "seed": seed,
+             "collapsed": collapsed, **({"collapsed_at": steps} if collapsed else {})}
+            for seed, a, steps, collapsed in ((0, 0.96, 48, False), (1, 0.1135, 33, True),
+                                              (2, 0.94, 48, False))]
+    row = reproduce.summarise({"dann": runs})["dann"]
+    assert row["target_accuracy_mean"] == pytest.approx(0.95)
+    assert row["target_accuracies"] == [0.96, 0.94] and row["steps"] == 48
+    assert row["collapsed_seeds"] == [1] and row["worst_seed"] == 2
+    row.update(seeds=[0, 1, 2], command="c", cpu="a CPU")
+    markdown = reproduce.to_markdown({"dann": row}, "improved")
+    assert "| 0.9500 ± 0.0141 | 0.9600, 0.9400 | 0.9400 (seed 2) | 1 (seed 1 at step 33) |" \
+        in markdown
+    # Every run collapsed: no mean is made up.
+    only = reproduce.summarise({"dann": [runs[1]]})["dann"]
+    assert only["target_accuracies"] == [] and only["worst_seed"] is None
+    assert only["target_accuracy_mean"] != only["target_accuracy_mean"]  # NaN
 
 
 def test_reproduce_reuses_only_identical_runs_and_keeps_other_commands_rows(data_dir, tmp_path, capsys):

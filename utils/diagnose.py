@@ -10,7 +10,8 @@ its own (label L_y, domain L_d, and each recipe term: target entropy, VAT)
 and records, per step:
 
   * each term's value and the norm of its gradient, over all weights and per
-    layer of G_f, G_y and G_d;
+    layer of G_f, G_y and G_d, and the norm of their sum (what SGD applies,
+    and what `--clip-norm` clips);
   * the norm of the update each layer then received (weights after minus
     before: the learning rate and SGD momentum included);
   * the live ReLU units of every layer on the collapse guard's probe images
@@ -75,18 +76,22 @@ def make_probe(trainer):
                      for name, group in groups.items()}
         return tf.linalg.global_norm(gradients), per_layer
 
-    @tf.function
+    @tf.function(autograph=False)
     def probe(labelled_images, labels, unlabelled_images):
         with tf.GradientTape(persistent=True) as tape:
             terms, outputs = trainer._loss_terms(labelled_images, labels, unlabelled_images)
-        stats = {}
+        stats, summed = {}, None
         for name, term in terms.items():
-            gradients = tape.gradient(term, variables,
-                                      unconnected_gradients=tf.UnconnectedGradients.ZERO)
+            # A term that does not reach a layer (L_d and G_y) gives None: a zero gradient.
+            gradients = [tf.zeros(v.shape) if g is None else g
+                         for v, g in zip(variables, tape.gradient(term, variables))]
+            summed = gradients if summed is None else [a + b for a, b in zip(summed, gradients)]
             total, per_layer = norms(gradients)
             stats[f"{name}/loss"] = term
             stats[f"{name}/grad_norm"] = total
             stats.update({f"{name}/grad_norm/{layer}": value for layer, value in per_layer.items()})
+        # The update's own gradient, all terms together: what --clip-norm would clip.
+        stats["total/grad_norm"] = tf.linalg.global_norm(summed)
         correct = tf.equal(tf.argmax(outputs["class_logits"], axis=1, output_type=tf.int32), labels)
         stats["source_batch_accuracy"] = tf.reduce_mean(tf.cast(correct, tf.float32))
         stats["max_abs_logit"] = tf.reduce_max(tf.abs(outputs["class_logits"]))
@@ -139,8 +144,8 @@ def summary_lines(rows, collapsed_at, context=5):
     """The rows around the first collapsed step (or the last few), the largest columns only."""
     index = next((i for i, row in enumerate(rows) if row["step"] == collapsed_at), len(rows) - 1)
     shown = rows[max(index - context, 0):index + 2]
-    columns = ["step", "source_batch_accuracy", "max_abs_logit"]
-    columns += [key for key in rows[0] if key.endswith("/grad_norm")]
+    columns = ["step", "source_batch_accuracy", "max_abs_logit", "total/grad_norm"]
+    columns += [key for key in rows[0] if key.endswith("/grad_norm") and key != "total/grad_norm"]
     columns += [key for key in rows[0] if key.startswith(("update_norm/G_y", "live_units/"))]
     lines = ["  ".join(f"{c.replace('grad_norm', 'g').replace('update_norm', 'du')}" for c in columns)]
     for row in shown:

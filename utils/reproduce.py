@@ -39,6 +39,8 @@ PUBLISHED = {
     "ICML 2015, Table 1": {"source_only": 0.5749, "dann": 0.8149, "target_only": 0.9891},
     "JMLR 2016, Table 2": {"source_only": 0.5225, "dann": 0.7666, "target_only": 0.9596},
 }
+# The train script's exit status for a run the collapse guard stopped.
+COLLAPSED_EXIT = 4
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
@@ -102,7 +104,9 @@ def train(recipe, mode, seed, output_root, data_dir, extra_flags):
         print(f"== {name}: {' '.join(command[1:])}", flush=True)
         start = time.perf_counter()
         status = subprocess.call(command)
-        if status != 0:
+        # Exit status 4: the collapse guard stopped the run (utils/collapse_guard.py). Its
+        # results.json says so, and the row counts it as collapsed rather than averaging it.
+        if status != 0 and not (status == COLLAPSED_EXIT and os.path.exists(results_path)):
             raise UserError(f"run {name} failed with exit status {status}; fix it and rerun "
                             "the same command to continue")
         # The run's own wall_seconds starts after start-up; this is the whole command.
@@ -116,25 +120,43 @@ def train(recipe, mode, seed, output_root, data_dir, extra_flags):
 
 
 def _mean_std(values):
+    """(mean, sample std); NaN when no run finished, 0 std for one run."""
+    if not values:
+        return float("nan"), float("nan")
     return statistics.mean(values), (statistics.stdev(values) if len(values) > 1 else 0.0)
 
 
 def summarise(results_by_mode):
-    """Per mode: mean and sample std of the final-step accuracies, steps and wall minutes."""
+    """Per mode: mean and sample std of the final-step accuracies, steps and wall minutes.
+
+    A collapsed run (utils/collapse_guard.py) has no final-step accuracy: the
+    means are over the runs that finished, and the row lists the collapsed
+    seeds and counts them, so a collapse is never averaged in silently nor
+    left out unsaid. The worst seed is the finished run with the lowest
+    test accuracy.
+    """
     summary = {}
     for mode, runs in results_by_mode.items():
-        accuracies = [run["target_accuracy"] for run in runs]
-        val_accuracies = [run.get("target_val_accuracy", float("nan")) for run in runs]
+        finished = [run for run in runs if not run.get("collapsed")]
+        collapsed = [run for run in runs if run.get("collapsed")]
+        accuracies = [run["target_accuracy"] for run in finished]
+        val_accuracies = [run.get("target_val_accuracy", float("nan")) for run in finished]
         mean, std = _mean_std(accuracies)
         val_mean, val_std = _mean_std(val_accuracies)
+        worst = min(finished, key=lambda run: run["target_accuracy"], default=None)
         summary[mode] = {
             "target_accuracy_mean": mean,
             "target_accuracy_std": std,
             "target_accuracies": accuracies,
             "target_val_accuracy_mean": val_mean,
             "target_val_accuracy_std": val_std,
-            "source_accuracy_mean": statistics.mean(run["source_accuracy"] for run in runs),
-            "steps": runs[0]["steps"],
+            "worst_seed": None if worst is None else worst["seed"],
+            "worst_target_accuracy": None if worst is None else worst["target_accuracy"],
+            "finished_seeds": [run["seed"] for run in finished],
+            "collapsed_seeds": [run["seed"] for run in collapsed],
+            "collapsed_at": [run["collapsed_at"] for run in collapsed],
+            "source_accuracy_mean": _mean_std([run["source_accuracy"] for run in finished])[0],
+            "steps": runs[0]["steps"] if not finished else finished[0]["steps"],
             # Whole command (start-up, data loading, training, evaluation, saving).
             "wall_minutes_mean": statistics.mean(run["process_wall_seconds"] for run in runs) / 60,
             "wall_minutes_max": max(run["process_wall_seconds"] for run in runs) / 60,
@@ -144,24 +166,37 @@ def summarise(results_by_mode):
     return summary
 
 
+def _collapses(row):
+    """The collapse column: the count, then each collapsed seed and its step."""
+    seeds, steps = row.get("collapsed_seeds", []), row.get("collapsed_at", [])
+    if not seeds:
+        return "0"
+    return f"{len(seeds)} ({', '.join(f'seed {s} at step {t}' for s, t in zip(seeds, steps))})"
+
+
 def to_markdown(summary, recipe):
     """The results table; each row of `summary` carries its own seeds, command and machine."""
     lines = [
         f"MNIST -> MNIST-M, recipe `{recipe}`: accuracy at the final step, mean ± std over the "
-        "seeds listed. \"val\" is the labelled split held out of MNIST-M train (settings are "
-        "chosen on it); \"test\" is the MNIST-M test set.",
+        "seeds listed that finished; a collapsed run (the label classifier died, "
+        "utils/collapse_guard.py) has no final accuracy and is counted in its own column. "
+        "\"val\" is the labelled split held out of MNIST-M train (settings are chosen on it); "
+        "\"test\" is the MNIST-M test set.",
         "",
-        "| mode | seeds | ICML 2015 | JMLR 2016 | ours, test (mean ± std) | per seed | ours, val | "
-        "MNIST test | steps | wall min per run (mean / max) | ms/step |",
-        "|---|---|---|---|---|---|---|---|---|---|---|",
+        "| mode | seeds | ICML 2015 | JMLR 2016 | ours, test (mean ± std) | per seed | worst seed | "
+        "collapsed | ours, val | MNIST test | steps | wall min per run (mean / max) | ms/step |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for mode, row in summary.items():
         per_seed = ", ".join(f"{a:.4f}" for a in row["target_accuracies"])
         published = row["published"]
+        worst = ("—" if row.get("worst_seed") is None
+                 else f"{row['worst_target_accuracy']:.4f} (seed {row['worst_seed']})")
         lines.append(
             f"| {mode} | {', '.join(map(str, row['seeds']))} | "
             f"{published['ICML 2015, Table 1']:.4f} | {published['JMLR 2016, Table 2']:.4f} | "
             f"{row['target_accuracy_mean']:.4f} ± {row['target_accuracy_std']:.4f} | {per_seed} | "
+            f"{worst} | {_collapses(row)} | "
             f"{row['target_val_accuracy_mean']:.4f} ± {row['target_val_accuracy_std']:.4f} | "
             f"{row['source_accuracy_mean']:.4f} | {row['steps']} | "
             f"{row['wall_minutes_mean']:.2f} / {row['wall_minutes_max']:.2f} | "

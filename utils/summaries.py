@@ -18,6 +18,51 @@ def write_scalars(writer, scalars, step):
             tf.summary.scalar(tag, value)
 
 
+def truncate_events(log_dir, step):
+    """Drops what a run logged after `step` from its event files (issue 19).
+
+    A run resumed from its checkpoint at `step` logs the later steps again;
+    without this, a kill after that checkpoint would leave every such step
+    twice in TensorBoard. The training and validation scalars of `step`
+    itself were written before its checkpoint and stay; the hyperparameters
+    of `step` describe the update that follows it, so they go. A last record
+    cut short by the kill is dropped. Each writer's events are rewritten into
+    its first event file, atomically; untouched folders are not rewritten.
+    """
+    from tensorflow.core.util import event_pb2
+
+    from utils.io import atomic_save
+
+    for name in WRITERS:
+        folder = os.path.join(log_dir, name)
+        files = sorted(f for f in os.listdir(folder) if "tfevents" in f) if os.path.isdir(folder) else []
+        if not files:
+            continue
+        last_kept = step - 1 if name == "hyperparameter" else step
+        kept, dropped = [], False
+        for index, file_name in enumerate(files):
+            try:
+                for record in tf.data.TFRecordDataset(os.path.join(folder, file_name)):
+                    event = event_pb2.Event.FromString(record.numpy())
+                    if event.HasField("summary") and event.step > last_kept:
+                        dropped = True
+                    elif index == 0 or not event.HasField("file_version"):
+                        kept.append(record.numpy())  # one file_version header, the first file's
+            except tf.errors.DataLossError:
+                dropped = True  # a record cut short by the kill
+        if not dropped:
+            continue
+
+        def write(tmp_path, records=kept):
+            with tf.io.TFRecordWriter(tmp_path) as writer:
+                for record in records:
+                    writer.write(record)
+
+        atomic_save(os.path.join(folder, files[0]), write)
+        for file_name in files[1:]:
+            os.remove(os.path.join(folder, file_name))
+
+
 def format_validation_line(step, total_steps, whole, validation):
     """One human-readable line per validation point for logs/<run>/log.txt."""
     scalars = " ".join(f"{tag.split('/')[-1]}={value:.4f}" for tag, value in validation.items())

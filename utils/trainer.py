@@ -21,11 +21,14 @@ from model import build_dann
 from utils import schedules
 from utils.data import (hold_out_source_validation, hold_out_target_validation, pixel_mean,
                         seeded_subset_indices)
+from utils.checkpoints import checkpoint_problem, discard_after, resume_candidates
 from utils.collapse_guard import Collapsed, CollapseGuard
 from utils.pipeline import make_train_dataset
 from utils.runs import FINAL_WEIGHTS, run_dirs
-from utils.io import UserError, atomic_save, atomic_write_json, ensure_writable_dir
-from utils.summaries import create_writers, format_validation_line, write_scalars
+from utils.io import (UserError, atomic_save, atomic_write_json, atomic_write_text,
+                      ensure_writable_dir)
+from utils.summaries import (create_writers, format_validation_line, truncate_events,
+                             write_scalars)
 from utils.target_entropy import TargetEntropy
 from utils.virtual_adversarial import TargetVAT
 from utils.weight_average import WeightAverage
@@ -111,6 +114,12 @@ def create_strategy(name):
     return tf.distribute.get_strategy()
 
 
+def _logged_step(line):
+    """N of a log.txt line "step N/T ..." (lines of another form count as step 0)."""
+    head = line.split("/", 1)[0].split()
+    return int(head[1]) if len(head) == 2 and head[0] == "step" and head[1].isdigit() else 0
+
+
 def _next_multiple(step, every):
     """The first multiple of `every` after `step`."""
     return (step // every + 1) * every
@@ -152,7 +161,10 @@ class Trainer:
             self.dann = build_dann(config.input_shape, config.num_classes, mean, config.input_norm)
             self.learning_rate = schedules.AnnealedLearningRate(
                 config.learning_rate, config.lr_alpha, config.lr_beta, config.total_steps)
-            self.optimizer = keras.optimizers.SGD(self.learning_rate, momentum=config.momentum)
+            # Clipping the global gradient norm bounds what one batch can do to the weights
+            # (and, through the momentum, to the next updates); None leaves SGD as it is.
+            self.optimizer = keras.optimizers.SGD(self.learning_rate, momentum=config.momentum,
+                                                  global_clipnorm=config.clip_norm or None)
             self.optimizer.build(self.dann.model.trainable_variables)
             self.metrics = WindowMetrics()
             # Step of the first NaN/Inf loss or gradient, -1 while training is healthy.
@@ -178,9 +190,8 @@ class Trainer:
         if self.weight_average:
             checkpointed["averaged_model"] = self.weight_average.averaged
         self.checkpoint = tf.train.Checkpoint(**checkpointed)
-        self.manager = tf.train.CheckpointManager(self.checkpoint, self.dirs["checkpoints"],
-                                                  max_to_keep=config.max_to_keep,
-                                                  checkpoint_name="ckpt")
+        self.manager = self._checkpoint_manager()
+        self._last_save = time.monotonic()
         # `num_steps` is a tensor, so any count reuses the one trace.
         self.train_steps = tf.function(self._train_steps)
         self.predict = tf.function(
@@ -216,6 +227,12 @@ class Trainer:
                                     config.grl_gamma, config.total_steps, self.half_batch, classify,
                                     seed=config.seed))
         return losses
+
+    def _checkpoint_manager(self):
+        """TensorFlow's manager of ckpt-N in checkpoints/<run> (it reads the state file there)."""
+        return tf.train.CheckpointManager(self.checkpoint, self.dirs["checkpoints"],
+                                          max_to_keep=self.config.max_to_keep,
+                                          checkpoint_name="ckpt")
 
     def _eval_subsets(self):
         """Fixed, seeded indices of the test images used at intermediate validation points."""
@@ -432,18 +449,49 @@ class Trainer:
         self._check_finite()
         self._check_collapse()
         self.clock.totals.assign(self._run_totals())
+        self._last_save = time.monotonic()
         return self.manager.save(checkpoint_number=self.optimizer.iterations)
 
-    def restore(self):
-        """Restores the latest checkpoint of this run; returns its path."""
-        latest = tf.train.latest_checkpoint(self.dirs["checkpoints"])
-        if latest is None:
-            raise UserError(f"no checkpoint to resume in {self.dirs['checkpoints']}; "
-                            "start the run without --resume")
-        self.checkpoint.restore(latest).assert_existing_objects_matched()
-        return latest
+    def restore(self, resume_from=None):
+        """Restores the newest intact checkpoint of this run, or `resume_from` (issue 19).
 
-    def fit(self, resume=False, show_progress=True):
+        Walks back from the newest `ckpt-N` on disk, reporting and skipping each
+        one that is missing a file or cannot be read; the checkpoints after the
+        one restored are deleted, as the run writes them again. Returns its
+        path, or None when there is none (the run then starts from step 0).
+        """
+        folder = self.dirs["checkpoints"]
+        restored = None
+        for prefix in resume_candidates(folder, resume_from):
+            problem = checkpoint_problem(prefix)
+            if problem and resume_from is not None:
+                raise UserError(f"cannot resume from {prefix}: {problem}; name another checkpoint "
+                                "with --resume-from, or drop it to resume from the newest intact one")
+            if problem:
+                print(f"skipping checkpoint {prefix}: {problem}", flush=True)
+                continue
+            self.checkpoint.restore(prefix).assert_existing_objects_matched()
+            restored = prefix
+            break
+        discard_after(folder, self.step)
+        self.manager = self._checkpoint_manager()
+        return restored
+
+    def _forget_after(self, step):
+        """Drops what the run logged after `step` (event files, log.txt, validator record),
+        so that a run resumed from the checkpoint at `step` logs every later step once."""
+        truncate_events(self.dirs["logs"], step)
+        log_path = os.path.join(self.dirs["logs"], "log.txt")
+        if os.path.exists(log_path):
+            with open(log_path) as log:
+                lines = log.readlines()
+            kept = [line for line in lines if _logged_step(line) <= step]
+            if kept != lines:
+                atomic_write_text(log_path, "".join(kept))
+        if self.validators:
+            self.validators.load(up_to_step=step)
+
+    def fit(self, resume=False, show_progress=True, resume_from=None):
         """Trains to `config.total_steps`; returns the results dict (also results.json).
 
         Training scalars are written every `log_every_steps` steps, validation
@@ -451,14 +499,21 @@ class Trainer:
         `checkpoint_every_steps` and at each epoch end. SIGINT/SIGTERM stop
         the run after the current update with a checkpoint of that exact step,
         so `resume=True` continues without a gap or a repeated step in the curves.
+        Checkpoints are also written every `checkpoint_every_seconds`, so a kill
+        loses at most that much; a resume after one rewrites the steps since the
+        checkpoint (`_forget_after`) rather than logging them twice.
         """
         config = self.config
         for folder in self.dirs.values():
             ensure_writable_dir(folder)
         if resume:
-            print(f"resuming from {self.restore()} at step {self.step}")
-            if self.validators:
-                self.validators.load()
+            restored = self.restore(resume_from)
+            if restored:
+                print(f"resuming from {restored} at step {self.step}", flush=True)
+            else:
+                print(f"no intact checkpoint in {self.dirs['checkpoints']}: starting run "
+                      f"{config.run_name!r} from step 0", flush=True)
+            self._forget_after(self.step)
         config.save(self.dirs["config"])
         writers = create_writers(self.dirs["logs"])
         stop_signal = []
@@ -535,7 +590,8 @@ class Trainer:
             bar.update(count)
             if step % config.log_every_steps == 0:
                 self._log_training_window(writers["train"], step)
-            if step % config.checkpoint_every_steps == 0:
+            if (step % config.checkpoint_every_steps == 0 or time.monotonic() - self._last_save
+                    >= config.checkpoint_every_seconds):
                 self.save_checkpoint()
             if stop_signal:
                 break

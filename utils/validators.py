@@ -222,11 +222,15 @@ class ValidatorSuite:
                                  self.source_val_labels, self.seed),
             }
 
-    def load(self):
-        """Continues the record of a resumed run (a no-op for a new one)."""
+    def load(self, up_to_step=None):
+        """Continues the record of a resumed run (a no-op for a new one), without the points
+        after `up_to_step`: the run scores those steps again. The best-so-far weights are
+        kept as they are: each is the model of a step this run reached."""
         if os.path.exists(self.path):
             with open(self.path) as handle:
                 self.record = json.load(handle)
+            if up_to_step is not None:
+                self.record["points"] = [p for p in self.record["points"] if p["step"] <= up_to_step]
 
     def update(self, step, scores, report_only, save_weights, seconds=None):
         """Records one point, and saves the weights for every validator whose score improved.

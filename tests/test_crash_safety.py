@@ -1,0 +1,236 @@
+"""Crash safety (issue 19): every kill, damaged checkpoint, full disk or second process leaves a
+run that can be resumed or restarted, with one clear line."""
+import errno
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import numpy as np
+import pytest
+
+import train_MNIST2MNIST_M
+from tests.conftest import ROOT, SMALL_VAL_SIZE, assert_one_line_failure
+from utils.checkpoints import checkpoint_problem, checkpoint_steps
+from utils.io import UserError, run_main
+from utils.run_lock import RunLock
+from utils.summaries import read_scalars
+
+TRAIN_SCRIPT = "train_MNIST2MNIST_M.py"
+
+
+def flags(data_dir, root, run, steps=30, checkpoint_every=10, *extra):
+    return ["--data-dir", data_dir, "--output-root", str(root), "--run-name", run,
+            "--epochs", "1", "--steps-per-epoch", str(steps), "--batch-size", "8",
+            "--target-val-size", str(SMALL_VAL_SIZE), "--eval-batch-size", "16",
+            "--checkpoint-every-steps", str(checkpoint_every), "--max-to-keep", "5",
+            "--log-every-steps", "1", "--eval-every-steps", "5", "--deterministic",
+            "--no-progress", *map(str, extra)]
+
+
+def resume(root, run, *extra):
+    return ["--run-name", run, "--resume", "--output-root", str(root), "--no-progress", *extra]
+
+
+def main_exit(argv, capsys):
+    """Runs the train script in-process; returns (exit status, stdout, stderr)."""
+    try:
+        run_main(lambda: train_MNIST2MNIST_M.main(argv))  # as the script runs it
+        status = 0
+    except SystemExit as exit_info:
+        status = exit_info.code
+    output = capsys.readouterr()
+    return subprocess.CompletedProcess(argv, status, output.out, output.err)
+
+
+def assert_each_step_once(log_dir, total_steps):
+    scalars = read_scalars(str(log_dir))
+    for writer, tags in scalars.items():
+        for tag, points in tags.items():
+            steps = [step for step, _ in points]
+            assert len(steps) == len(set(steps)), f"{writer} {tag} repeats a step: {steps}"
+    assert [s for s, _ in scalars["train"]["loss/label_loss"]] == list(range(1, total_steps + 1))
+    assert [s for s, _ in scalars["hyperparameter"]["hyperparameter/learning_rate"]] == \
+        list(range(total_steps))
+    lines = (log_dir / "log.txt").read_text().splitlines()
+    logged = [int(line.split()[1].split("/")[0]) for line in lines]
+    assert logged == sorted(set(logged)), lines
+
+
+def test_run_with_no_checkpoint_resumes_from_step_0_and_logs_each_step_once(data_dir, tmp_path,
+                                                                              capsys, monkeypatch):
+    from utils.trainer import Trainer
+
+    # A run killed before its first checkpoint: config and logs written, no ckpt-N.
+    original = Trainer.save_checkpoint
+
+    def crash(self):
+        raise KeyboardInterrupt  # stands in for a kill at the first checkpoint
+
+    monkeypatch.setattr(Trainer, "save_checkpoint", crash)
+    with pytest.raises(KeyboardInterrupt):
+        train_MNIST2MNIST_M.main(flags(data_dir, tmp_path, "early"))
+    monkeypatch.setattr(Trainer, "save_checkpoint", original)
+    capsys.readouterr()
+    assert checkpoint_steps(tmp_path / "checkpoints" / "early") == []
+    assert not (tmp_path / "checkpoints" / "early" / "lock").exists()
+
+    # Without --resume: both ways out are named.
+    refused = main_exit(flags(data_dir, tmp_path, "early"), capsys)
+    assert_one_line_failure(refused, "already exists", "--resume", "--overwrite")
+
+    done = main_exit(resume(tmp_path, "early"), capsys)
+    assert done.returncode == 0, done.stderr
+    assert "no intact checkpoint" in done.stdout and "from step 0" in done.stdout
+    assert json.loads((tmp_path / "logs" / "early" / "results.json").read_text())["steps"] == 30
+    assert_each_step_once(tmp_path / "logs" / "early", 30)
+
+
+def test_overwrite_deletes_the_run_and_trains_it_anew(data_dir, tmp_path, capsys):
+    assert main_exit(flags(data_dir, tmp_path, "again", 10), capsys).returncode == 0
+    (tmp_path / "logs" / "again" / "stray.txt").write_text("from the first run")
+    again = main_exit(flags(data_dir, tmp_path, "again", 10, 10, "--overwrite"), capsys)
+    assert again.returncode == 0, again.stderr
+    assert "--overwrite: deleting run 'again'" in again.stdout
+    assert not (tmp_path / "logs" / "again" / "stray.txt").exists()
+    assert_each_step_once(tmp_path / "logs" / "again", 10)
+    both = main_exit(flags(data_dir, tmp_path, "again", 10, 10, "--overwrite", "--resume"), capsys)
+    assert_one_line_failure(both, "--overwrite", "--resume")
+
+
+@pytest.fixture(scope="module")
+def finished_run(data_dir, tmp_path_factory):
+    """A finished 30-step deterministic run with ckpt-10, -20 and -30, and its final weights."""
+    root = tmp_path_factory.mktemp("finished")
+    train_MNIST2MNIST_M.main(flags(data_dir, root, "straight"))
+    return root
+
+
+def copy_run(source_root, run, target_root, new_name):
+    import shutil
+
+    for kind in ("logs", "checkpoints", "config"):
+        shutil.copytree(source_root / kind / run, target_root / kind / new_name)
+    config = target_root / "config" / new_name / "config.json"
+    config.write_text(config.read_text().replace(f'"run_name": "{run}"',
+                                                 f'"run_name": "{new_name}"'))
+
+
+def final_weights(root, run):
+    import h5py
+
+    arrays = {}
+    with h5py.File(root / "checkpoints" / run / "final.weights.h5", "r") as handle:
+        handle.visititems(lambda name, item: arrays.__setitem__(name, item[()])
+                          if hasattr(item, "shape") else None)
+    return arrays
+
+
+@pytest.mark.parametrize("damage", ["delete_index", "delete_state_file", "truncate_data"])
+def test_resume_walks_back_past_a_damaged_newest_checkpoint(finished_run, tmp_path, capsys, damage):
+    copy_run(finished_run, "straight", tmp_path, "damaged")
+    folder = tmp_path / "checkpoints" / "damaged"
+    os.remove(tmp_path / "logs" / "damaged" / "results.json")  # as if killed after ckpt-30
+    os.remove(folder / "final.weights.h5")
+    if damage == "delete_index":
+        os.remove(folder / "ckpt-30.index")
+    elif damage == "delete_state_file":
+        os.remove(folder / "checkpoint")
+    else:
+        data = next(folder.glob("ckpt-30.data-*"))
+        with open(data, "r+b") as handle:
+            handle.truncate(1000)
+    resumed = main_exit(resume(tmp_path, "damaged"), capsys)
+    assert resumed.returncode == 0, resumed.stderr
+    if damage == "delete_state_file":
+        assert "resuming from" in resumed.stdout and "ckpt-30 at step 30" in resumed.stdout
+    else:
+        assert "skipping checkpoint" in resumed.stdout or damage == "delete_index"
+        assert "ckpt-20 at step 20" in resumed.stdout
+    assert checkpoint_problem(str(folder / "ckpt-30")) is None  # written again
+    assert_each_step_once(tmp_path / "logs" / "damaged", 30)
+    for name, array in final_weights(finished_run, "straight").items():
+        np.testing.assert_allclose(final_weights(tmp_path, "damaged")[name], array, rtol=1e-6,
+                                   atol=1e-7, err_msg=name)
+
+
+def test_resume_from_a_chosen_checkpoint_and_refuse_a_damaged_one(finished_run, tmp_path, capsys):
+    copy_run(finished_run, "straight", tmp_path, "chosen")
+    os.remove(tmp_path / "logs" / "chosen" / "results.json")
+    data = next((tmp_path / "checkpoints" / "chosen").glob("ckpt-20.data-*"))
+    data.write_bytes(data.read_bytes()[:1000])
+    refused = main_exit(resume(tmp_path, "chosen", "--resume-from", "ckpt-20"), capsys)
+    assert_one_line_failure(refused, "cannot resume from", "ckpt-20", "cannot be read")
+    bad_name = main_exit(resume(tmp_path, "chosen", "--resume-from", "latest"), capsys)
+    assert_one_line_failure(bad_name, "--resume-from takes a checkpoint name such as ckpt-2000")
+    chosen = main_exit(["--run-name", "chosen", "--resume-from", "ckpt-10", "--output-root",
+                        str(tmp_path), "--no-progress"], capsys)
+    assert chosen.returncode == 0, chosen.stderr
+    assert "ckpt-10 at step 10" in chosen.stdout
+    assert_each_step_once(tmp_path / "logs" / "chosen", 30)
+
+
+def test_full_disk_is_one_line_exit_2_and_the_run_resumes(data_dir, tmp_path, capsys, monkeypatch):
+    from utils.trainer import Trainer
+
+    original = Trainer.save_checkpoint
+
+    def disk_full_at_step_20(self):
+        if self.step == 20:
+            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+        return original(self)
+
+    monkeypatch.setattr(Trainer, "save_checkpoint", disk_full_at_step_20)
+    full = main_exit(flags(data_dir, tmp_path, "full"), capsys)
+    assert full.returncode == 2
+    message = assert_one_line_failure(full, "writing the run failed: No space left on device",
+                                      "MiB free in", "the last good checkpoint", "ckpt-10",
+                                      "is intact", "--run-name full --resume")
+    assert "--output-root" in message
+    monkeypatch.setattr(Trainer, "save_checkpoint", original)
+    assert not (tmp_path / "checkpoints" / "full" / "lock").exists()
+    done = main_exit(resume(tmp_path, "full"), capsys)
+    assert done.returncode == 0 and "ckpt-10 at step 10" in done.stdout, done.stderr
+    assert_each_step_once(tmp_path / "logs" / "full", 30)
+
+
+def test_lock_refuses_a_second_process_and_takes_over_a_stale_one(tmp_path, capsys):
+    folder = tmp_path / "checkpoints" / "run"
+    sleeper = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+    try:
+        folder.mkdir(parents=True)
+        (folder / "lock").write_text(json.dumps({"pid": sleeper.pid,
+                                                 "host": __import__("socket").gethostname()}))
+        with pytest.raises(UserError, match=rf"being trained by process {sleeper.pid} on"):
+            RunLock(str(folder), "run").acquire()
+    finally:
+        sleeper.kill()
+        sleeper.wait()
+    # The holder is gone now: its lock is taken over, with a message.
+    with RunLock(str(folder), "run") as lock:
+        assert json.loads((folder / "lock").read_text())["pid"] == os.getpid()
+        assert f"taking over the lock of process {sleeper.pid}, which is gone" in \
+            capsys.readouterr().out
+        with pytest.raises(UserError, match="being trained by process"):
+            RunLock(str(folder), "run").acquire()  # this very process holds it
+    assert not lock.held and not (folder / "lock").exists()
+
+
+def test_second_process_on_a_running_run_is_refused(data_dir, tmp_path):
+    first = subprocess.Popen([sys.executable, TRAIN_SCRIPT,
+                              *flags(data_dir, tmp_path, "busy", 100000, 1000)],
+                             cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        deadline = time.monotonic() + 120
+        while not (tmp_path / "logs" / "busy" / "log.txt").exists():
+            assert first.poll() is None and time.monotonic() < deadline, first.communicate()[1]
+            time.sleep(0.1)
+        second = subprocess.run([sys.executable, TRAIN_SCRIPT, *resume(tmp_path, "busy")],
+                                cwd=ROOT, capture_output=True, text=True, timeout=120)
+        assert_one_line_failure(second, "is being trained by process", str(first.pid))
+    finally:
+        first.send_signal(signal.SIGINT)
+        first.communicate(timeout=120)
+    assert first.returncode == 130

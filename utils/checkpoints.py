@@ -1,0 +1,88 @@
+"""A run's training checkpoints on disk: which are intact, which to resume from (issue 19).
+
+The run's checkpoints are the `ckpt-N.index` / `ckpt-N.data-*` pairs in
+checkpoints/<run>/, whatever TensorFlow's `checkpoint` state file says: that
+file can be missing or point at a checkpoint that was deleted or cut short
+by a full disk or a kill. Resuming walks back from the newest one, skipping
+(and reporting) each one that is missing a file or cannot be read whole, so
+a damaged newest checkpoint costs the steps since the one before it, not the
+run.
+"""
+import os
+import re
+
+from utils.io import UserError
+
+CHECKPOINT = re.compile(r"^ckpt-(\d+)\.index$")
+
+
+def checkpoint_path(folder, step):
+    return os.path.join(folder, f"ckpt-{step}")
+
+
+def checkpoint_steps(folder):
+    """Steps of the checkpoints whose index file is in `folder`, newest first."""
+    if not os.path.isdir(folder):
+        return []
+    steps = [int(match.group(1)) for match in map(CHECKPOINT.match, os.listdir(folder)) if match]
+    return sorted(steps, reverse=True)
+
+
+def checkpoint_problem(prefix):
+    """Why the checkpoint at `prefix` cannot be restored (None when it is intact).
+
+    Reads every tensor it holds, so a truncated or overwritten data file is
+    found here rather than halfway through a restore.
+    """
+    import tensorflow as tf
+
+    if not os.path.exists(prefix + ".index"):
+        return "its .index file is missing"
+    try:
+        reader = tf.train.load_checkpoint(prefix)
+        for name in reader.get_variable_to_shape_map():
+            reader.get_tensor(name)
+    except Exception as error:  # noqa: BLE001 -- any failure to read means "not intact"
+        reason = str(error).strip().splitlines()[0] if str(error).strip() else ""
+        return f"it cannot be read ({type(error).__name__}{': ' + reason[:160] if reason else ''})"
+    return None
+
+
+def parse_checkpoint_name(name, folder):
+    """The checkpoint prefix `--resume-from` names: `ckpt-N`, `N` or a path ending in ckpt-N."""
+    base = os.path.basename(str(name))
+    if base.endswith(".index"):
+        base = base[:-len(".index")]
+    match = re.fullmatch(r"(?:ckpt-)?(\d+)", base)
+    if not match:
+        raise UserError(f"--resume-from takes a checkpoint name such as ckpt-2000, got {name!r}; "
+                        f"the run's checkpoints are the ckpt-N.index files in {folder}")
+    return checkpoint_path(folder, int(match.group(1)))
+
+
+def resume_candidates(folder, resume_from=None):
+    """The checkpoints to try, in order: the one named by `resume_from`, or all, newest first."""
+    if resume_from is not None:
+        return [parse_checkpoint_name(resume_from, folder)]
+    return [checkpoint_path(folder, step) for step in checkpoint_steps(folder)]
+
+
+def discard_after(folder, step):
+    """Deletes the checkpoints newer than `step` (the run rewrites them) and makes the state
+    file list the rest, so that TensorFlow's CheckpointManager starts from what is on disk."""
+    import tensorflow as tf
+
+    for newer in checkpoint_steps(folder):
+        if newer > step:
+            prefix = checkpoint_path(folder, newer)
+            for name in os.listdir(folder):
+                if name.startswith(os.path.basename(prefix) + "."):
+                    os.remove(os.path.join(folder, name))
+    kept = [checkpoint_path(folder, s) for s in sorted(checkpoint_steps(folder))]
+    if kept:
+        # The `checkpoint` state file CheckpointManager reads at start-up.
+        tf.compat.v1.train.update_checkpoint_state(
+            folder, os.path.basename(kept[-1]),
+            all_model_checkpoint_paths=[os.path.basename(path) for path in kept])
+    elif os.path.exists(os.path.join(folder, "checkpoint")):
+        os.remove(os.path.join(folder, "checkpoint"))
