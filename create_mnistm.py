@@ -10,8 +10,11 @@ Data are found by explicit flags first, then in model_data/dataset/, then
 
     python create_mnistm.py --mnist-path mnist.npz --bsds-path BSR_bsds500.tgz
 """
+import contextlib
+import glob
 import io
 import os
+import signal
 import sys
 import tarfile
 import urllib.request
@@ -235,6 +238,33 @@ def build(mnist, backgrounds, seed):
     return grey, mnist_m
 
 
+@contextlib.contextmanager
+def _sigterm_as_exit():
+    """SIGTERM raises SystemExit(143) in the block, as SIGINT raises KeyboardInterrupt, so
+    the atomic writes remove their temporary files on either (issue 19)."""
+    def stop(signum, frame):
+        raise SystemExit(128 + signum)
+
+    try:
+        previous = signal.signal(signal.SIGTERM, stop)
+    except ValueError:  # not the main thread: leave signals alone
+        yield
+        return
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
+def remove_stale_temporaries(out_dir):
+    """Deletes the `.tmp-*` files an earlier, killed build of these pickles left behind."""
+    for sub in (MNIST_PICKLE, MNIST_M_PICKLE):
+        pattern = os.path.join(out_dir, os.path.dirname(sub), ".tmp-*" + os.path.basename(sub))
+        for path in glob.glob(pattern):
+            os.remove(path)
+            print(f"removed {path}, left by an interrupted build")
+
+
 def build_pickles(out_dir, mnist_path=None, bsds_path=None, seed=DEFAULT_SEED,
                   source_dir=DEFAULT_DATA_DIR):
     """Finds the inputs (flags, then `source_dir`, then the Keras cache or a
@@ -244,8 +274,14 @@ def build_pickles(out_dir, mnist_path=None, bsds_path=None, seed=DEFAULT_SEED,
     missing, so both look for the data the same way. The output folders are
     created up front (a bad --out-dir fails before any work), and removed
     again if the build fails, so a failure leaves no empty MNIST/ and MNIST_M/
-    behind (issue 10).
+    behind (issue 10). SIGINT and SIGTERM leave no temporary file, and a
+    build removes those of an earlier build that was killed (issue 19).
     """
+    with _sigterm_as_exit():
+        _build_pickles(out_dir, mnist_path, bsds_path, seed, source_dir)
+
+
+def _build_pickles(out_dir, mnist_path, bsds_path, seed, source_dir):
     folders = [out_dir] + [os.path.dirname(os.path.join(out_dir, sub))
                            for sub in (MNIST_PICKLE, MNIST_M_PICKLE)]
     created = []  # every folder this call makes, parents before children
@@ -257,6 +293,7 @@ def build_pickles(out_dir, mnist_path=None, bsds_path=None, seed=DEFAULT_SEED,
                 parent = os.path.dirname(parent)
             ensure_writable_dir(folder)
             created.extend(missing)
+        remove_stale_temporaries(out_dir)
         backgrounds = load_bsds_backgrounds(resolve_bsds(bsds_path, source_dir))
         mnist, mnist_m = build(resolve_mnist(mnist_path, source_dir), backgrounds, seed)
         for name, data, sub in (("MNIST", mnist, MNIST_PICKLE),

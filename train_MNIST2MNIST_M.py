@@ -66,7 +66,8 @@ def parse_args(argv=None):
 def ensure_pickles(data_dir, mnist_path=None, bsds_path=None, resume=False):
     """Builds MNIST and MNIST-M into `data_dir` when it holds neither pickle (issue 10).
 
-    Only for a new run, and only when both are missing: a folder with one
+    Only for a new run, only into the default folder or an empty or missing one,
+    and only when both are missing: a folder with one
     pickle is damaged, and rebuilding would silently replace the other; a
     resumed run must continue on the data it started with. Loading then names
     the missing file. --mnist-path/--bsds-path are refused when they would be
@@ -83,6 +84,18 @@ def ensure_pickles(data_dir, mnist_path=None, bsds_path=None, resume=False):
                         f"{data_dir}` and those flags")
     if resume or any(present):
         return
+    # Built on first use only into the default folder, or into one that is empty or
+    # missing: a mistyped --data-dir, or a folder of the user's own images, would
+    # otherwise get 330 MB of pickles written into it (issue 19).
+    others = sorted(name for name in (os.listdir(data_dir) if os.path.isdir(data_dir) else [])
+                    if not name.startswith(".") and name not in ("MNIST", "MNIST_M"))
+    is_default = os.path.abspath(data_dir) == os.path.abspath(create_mnistm.DEFAULT_DATA_DIR)
+    if others and not is_default:
+        shown = ", ".join(others[:3]) + (f" and {len(others) - 3} more" if len(others) > 3 else "")
+        raise UserError(f"--data-dir {data_dir} holds other files ({shown}) but not "
+                        f"{MNIST_PICKLE} and {MNIST_M_PICKLE}; point --data-dir at the folder "
+                        "that holds the pickles, or at an empty folder to build them there "
+                        f"(`python create_mnistm.py --out-dir {data_dir}`)")
     print(f"no pickles in {data_dir}; building MNIST-M first (as `python create_mnistm.py "
           f"--out-dir {data_dir}` does)", flush=True)
     create_mnistm.build_pickles(data_dir, mnist_path, bsds_path)
@@ -157,7 +170,7 @@ def main(argv=None):
         with open(results_path) as handle:
             collapsed_at = json.load(handle).get("collapsed_at")
         state = (f"collapsed at step {collapsed_at}" if collapsed_at is not None
-                 else "already finished")
+                 else "is already finished")
         print(f"run {config.run_name!r} {state} ({results_path}); nothing to resume. "
               "Start a new run with another --run-name to train again.")
         return

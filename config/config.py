@@ -139,14 +139,14 @@ class DANNConfig:
       domain_loss_weight: L_d is this times the mean domain loss over the whole
         batch: 1 is how the authors' Caffe code normalises it, 2 is Eq. 9 as
         printed (source mean plus target mean).
+      steps_per_call: updates run by one call of the compiled training loop;
+        more amortise the per-call overhead, and a stop signal waits for at
+        most this many updates. Does not change what is computed.
       collapse_probe_size: labelled training images on which the collapse guard
         (utils/collapse_guard.py) checks, before every checkpoint and at the end,
         that G_f and G_y still have live ReLU units and an output that depends
         on the image; a dead run stops with exit status 4 and results.json
         says "collapsed": true. 0 disables the guard.
-      steps_per_call: updates run by one call of the compiled training loop;
-        more amortise the per-call overhead, and a stop signal waits for at
-        most this many updates. Does not change what is computed.
     """
 
     mode: str = "dann"
@@ -273,7 +273,8 @@ class DANNConfig:
 
 
 def check_run_name(name):
-    """Raises UserError unless `name` is a relative path without `..` (issue 10).
+    """Raises UserError unless `name` is a relative path without `..` (issue 10) that
+    does not collide with config/'s code nor hide its folders behind a dot (issue 19).
 
     logs/<run>, checkpoints/<run> and config/<run> are joined under the output
     root; an absolute name or a `..` component would put them elsewhere.
@@ -284,6 +285,16 @@ def check_run_name(name):
         raise UserError(f"run name {name!r} must stay inside the output root: a relative name "
                         "without '..', e.g. --run-name my_run (use --output-root to choose "
                         "where runs go)")
+    # config/<run> shares config/ with this package's code (issue 19): a run named after
+    # a module, or a hidden or cache folder, would collide with it or be hidden.
+    first = [part for part in parts if part not in ("", ".")][0]
+    if first.endswith(".py") or first.startswith("__init__") or first == "__pycache__":
+        raise UserError(f"run name {name!r} collides with the code in config/; choose another "
+                        "--run-name, e.g. my_run")
+    hidden = next((part for part in parts if part.startswith(".") and part != "."), None)
+    if hidden:
+        raise UserError(f"run name {name!r} has a part starting with a dot ({hidden!r}), which "
+                        "would hide its folders; choose another --run-name, e.g. my_run")
 
 
 def _parse_bool(text):

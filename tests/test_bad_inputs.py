@@ -210,8 +210,9 @@ PICKLE_CASES = {
                     "train must have shape Nx28x28x3, found (256, 28, 28)"),
     "float images": (lambda data_dir: edited_mnist_pickle(data_dir, _make_float),
                      "train must be a uint8 array, found float32"),
+    # Well-formed labels beyond --num-classes: the hint is the flag, not a rebuild (issue 19).
     "label out of range": (lambda data_dir: edited_mnist_pickle(data_dir, _add_label_ten),
-                           "train_label has values outside 0..9"),
+                           "train_label has values up to 10, outside 0..9; pass --num-classes 11"),
     "truncated pickle": (lambda data_dir: cut_in_half(
         pathlib.Path(data_dir, MNIST_PICKLE).read_bytes()), "is corrupt or truncated"),
 }
@@ -222,7 +223,11 @@ def test_train_script_rejects_invalid_pickle_with_rebuild_hint(case, data_dir, t
     make_bytes, expected = PICKLE_CASES[case]
     bad_data = data_dir_with_mnist_pickle(tmp_path, data_dir, make_bytes(data_dir))
     completed = run_script(TRAIN_SCRIPT, *tiny_run_flags(bad_data, tmp_path / "out"))
-    assert_one_line_failure(completed, expected, REBUILD_HINT)
+    message = assert_one_line_failure(completed, expected)
+    # The hint names the real folder, never a placeholder.
+    rebuild = f"{REBUILD_HINT} --out-dir {os.path.abspath(bad_data)}`"
+    assert (rebuild in message) == (case != "label out of range"), message
+    assert "<data-dir>" not in message
 
 
 def test_train_script_refuses_pickle_that_would_run_code(data_dir, tmp_path):

@@ -107,3 +107,39 @@ def test_healthy_run_results_say_not_collapsed(smoke_runs):
     for run in ("dann", "source_only"):
         results = json.loads(open(os.path.join(smoke_runs, "logs", run, "results.json")).read())
         assert results["collapsed"] is False and "collapsed_at" not in results
+
+
+def test_diagnose_replays_the_runs_own_updates_and_changes_nothing(data_dir, tmp_path, capsys):
+    import csv
+
+    from tests.test_stop_and_resume import h5_arrays
+    from utils import diagnose
+
+    # A run with every target term on, so that each term's gradient is recorded.
+    train_MNIST2MNIST_M.main(["--data-dir", data_dir, "--output-root", str(tmp_path),
+                              "--run-name", "replayed", "--epochs", "2", "--steps-per-epoch", "4",
+                              "--batch-size", "8", "--eval-batch-size", "16",
+                              "--target-val-size", str(SMALL_VAL_SIZE), "--entropy-weight", "0.5",
+                              "--entropy-start", "0", "--vat-weight", "0.5", "--vat-start", "0",
+                              "--deterministic", "--no-progress"])
+    checkpoints = tmp_path / "checkpoints" / "replayed"
+    before = {name: os.path.getmtime(checkpoints / name) for name in os.listdir(checkpoints)}
+    final = h5_arrays(checkpoints / "final.weights.h5")
+    capsys.readouterr()
+    diagnose.main(["--run", "replayed", "--from-checkpoint", "ckpt-4", "--steps", "4",
+                   "--output-root", str(tmp_path)])
+    assert "replayed steps 4-7 of run replayed; no collapse" in capsys.readouterr().out
+    rows = list(csv.DictReader(open(tmp_path / "logs" / "replayed" / "diagnostics" /
+                                    "replay-4.csv")))
+    assert [int(row["step"]) for row in rows] == [4, 5, 6, 7]
+    for term in ("label", "domain", "entropy", "vat"):
+        assert all(float(row[f"{term}/grad_norm"]) > 0 for row in rows), term
+    # L_d reaches G_f and G_d, never G_y; the target terms never reach G_d.
+    assert all(float(row["domain/grad_norm/G_y/fc2"]) == 0 for row in rows)
+    assert all(float(row["vat/grad_norm/G_d/fc1"]) == 0 for row in rows)
+    assert all(float(row["live_units/fc2"]) > 0 for row in rows)
+    assert all(float(row["update_norm/G_y/fc2"]) > 0 for row in rows)
+    # Nothing of the run changed.
+    assert {name: os.path.getmtime(checkpoints / name) for name in os.listdir(checkpoints)} == before
+    for name, array in h5_arrays(checkpoints / "final.weights.h5").items():
+        np.testing.assert_array_equal(array, final[name])

@@ -234,3 +234,93 @@ def test_second_process_on_a_running_run_is_refused(data_dir, tmp_path):
         first.send_signal(signal.SIGINT)
         first.communicate(timeout=120)
     assert first.returncode == 130
+
+
+def test_data_dir_with_other_files_is_refused_not_filled_with_pickles(tmp_path, capsys):
+    own_images = tmp_path / "my_images"
+    (own_images / "cats").mkdir(parents=True)
+    (own_images / "cats" / "1.png").write_bytes(b"not really a png")
+    refused = main_exit(["--data-dir", str(own_images), "--output-root", str(tmp_path / "out"),
+                         "--run-name", "r", "--no-progress"], capsys)
+    assert_one_line_failure(refused, f"--data-dir {own_images} holds other files (cats)",
+                            "mnist_data.pkl", "create_mnistm.py --out-dir")
+    assert sorted(os.listdir(own_images)) == ["cats"]
+    assert not (tmp_path / "out" / "config" / "r").exists()
+
+
+def test_interrupted_build_leaves_no_temporary_file_and_a_rebuild_removes_old_ones(
+        tmp_path, monkeypatch, capsys):
+    import pickle
+
+    import create_mnistm
+    from tests.conftest import write_builder_inputs
+    from utils.data import MNIST_M_PICKLE, MNIST_PICKLE
+
+    mnist_path, bsds_path = write_builder_inputs(str(tmp_path))
+    out = tmp_path / "data"
+    # A temporary file as a killed build (kill -9) leaves it.
+    (out / "MNIST").mkdir(parents=True)
+    stale = out / "MNIST" / ".tmp-abc123mnist_data.pkl"
+    stale.write_bytes(b"half a pickle")
+
+    real_dump = pickle.dump
+
+    def sigterm_mid_write(obj, handle, protocol=None):
+        handle.write(b"partial")
+        os.kill(os.getpid(), signal.SIGTERM)  # the build turns it into SystemExit(143)
+        time.sleep(5)
+        real_dump(obj, handle, protocol=protocol)
+
+    monkeypatch.setattr(pickle, "dump", sigterm_mid_write)
+    with pytest.raises(SystemExit) as exit_info:
+        create_mnistm.build_pickles(str(out), mnist_path, bsds_path)
+    assert exit_info.value.code == 143
+    assert signal.getsignal(signal.SIGTERM) is signal.SIG_DFL  # restored
+    leftovers = [name for folder in ("MNIST", "MNIST_M") if (out / folder).exists()
+                 for name in os.listdir(out / folder)]
+    assert leftovers == [], leftovers
+    assert "left by an interrupted build" in capsys.readouterr().out
+
+    monkeypatch.setattr(pickle, "dump", real_dump)
+    create_mnistm.build_pickles(str(out), mnist_path, bsds_path)
+    assert sorted(os.listdir(out / "MNIST")) == [os.path.basename(MNIST_PICKLE)]
+    assert sorted(os.listdir(out / "MNIST_M")) == [os.path.basename(MNIST_M_PICKLE)]
+
+
+@pytest.mark.parametrize("name", ["config.py", "recipes.py", "__pycache__", "__init__.py",
+                                  ".hidden", "runs/.hidden"])
+def test_run_names_that_collide_with_config_code_are_refused(name, tmp_path, capsys):
+    refused = main_exit(["--run-name", name, "--output-root", str(tmp_path), "--no-progress"],
+                        capsys)
+    assert_one_line_failure(refused, f"run name {name!r}", "choose another --run-name")
+    assert os.listdir(tmp_path) == []
+
+
+def test_truncate_events_keeps_each_step_once_up_to_the_checkpoint(tmp_path):
+    from utils.summaries import create_writers, truncate_events, write_scalars
+
+    def session(first, last):
+        """Hyperparameters of updates first..last-1, training windows ending at first+1..last."""
+        writers = create_writers(str(tmp_path))
+        for step in range(first, last):
+            write_scalars(writers["hyperparameter"], {"hyperparameter/grl_lambda": 0.1}, step)
+            write_scalars(writers["train"], {"loss/label_loss": float(step)}, step + 1)
+        for writer in writers.values():
+            writer.close()
+        time.sleep(1.1)  # event file names carry the second they were opened
+
+    # Killed at step 6 after a checkpoint at 4; resumed from it; killed at 8 after one at 6.
+    session(0, 6)
+    truncate_events(str(tmp_path), 4)
+    assert [s for s, _ in read_scalars(str(tmp_path))["train"]["loss/label_loss"]] == \
+        [1, 2, 3, 4]
+    session(4, 8)
+    with open(sorted((tmp_path / "train").iterdir())[-1], "ab") as handle:
+        handle.write(b"\x07\x00\x00")  # a record cut short by the kill
+    truncate_events(str(tmp_path), 6)
+    scalars = read_scalars(str(tmp_path))
+    assert [s for s, _ in scalars["train"]["loss/label_loss"]] == [1, 2, 3, 4, 5, 6]
+    # The hyperparameters of the checkpoint's step describe the update after it: logged again.
+    assert [s for s, _ in scalars["hyperparameter"]["hyperparameter/grl_lambda"]] == \
+        [0, 1, 2, 3, 4, 5]
+    assert len(list((tmp_path / "train").iterdir())) == 1

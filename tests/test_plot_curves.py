@@ -19,9 +19,11 @@ def test_writes_the_three_figures(smoke_runs, tmp_path, capsys):
     assert capsys.readouterr().out.count("wrote ") == 3
 
 
-def test_default_out_is_image_under_the_output_root(smoke_runs):
+def test_default_out_is_under_the_run_never_the_readme_figures(smoke_runs):
     plot_curves.main(["--run", "source_only", "--output-root", smoke_runs])
-    assert os.path.isfile(os.path.join(smoke_runs, "image", "loss.png"))
+    figures = os.path.join(smoke_runs, "logs", "source_only", "figures")
+    assert sorted(os.listdir(figures)) == ["acc.png", "hyperparameter.png", "loss.png"]
+    assert not os.path.exists(os.path.join(smoke_runs, "image"))
 
 
 def test_every_plotted_tag_is_logged_by_training(smoke_runs):

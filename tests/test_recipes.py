@@ -248,14 +248,20 @@ def test_target_vat_enters_the_gradient_with_its_scheduled_weight(data_dir, tmp_
                                                                                     tf.int64))
         return tape.gradient(total_loss, dann.model.trainable_variables)
 
+    def relative_error(got, want):
+        return float(np.linalg.norm(got.numpy() - want.numpy()) / np.linalg.norm(want.numpy()))
+
+    # VAT's direction comes from a finite-difference gradient (utils/virtual_adversarial.py,
+    # XI), so float32 rounding that differs between the two computations (G_y on the target
+    # half alone or on the whole batch) moves it slightly; measured: up to 3e-5 absolute on
+    # weights whose gradients reach 0.3, depending on the initialisation. The wiring is
+    # checked per layer to 1e-3 of the gradient's norm; the term itself moves it by far more.
     for step, weight in ((40, 0.0), (80, 0.5 * (2 / (1 + math.exp(-10 * 0.6)) - 1))):
         trainer.optimizer.iterations.assign(step)
         gradients, _ = trainer.strategy.run(trainer._replica_gradients,
                                             args=(labelled, labels, unlabelled))
         for variable, got, want in zip(dann.model.trainable_variables, gradients,
                                        expected_gradients(step, weight)):
-            np.testing.assert_allclose(got.numpy(), want.numpy(), rtol=1e-4, atol=1e-6,
-                                       err_msg=f"{variable.path} at step {step}")
-    # The term is not zero once on: without it the gradients differ.
-    assert any(not np.allclose(a.numpy(), b.numpy(), rtol=1e-4, atol=1e-6)
-               for a, b in zip(gradients, expected_gradients(80, 0.0)))
+            assert relative_error(got, want) < 1e-3, f"{variable.path} at step {step}"
+    # The term is not zero once on: without it the gradients differ by much more than that.
+    assert max(relative_error(a, b) for a, b in zip(gradients, expected_gradients(80, 0.0))) > 1e-2

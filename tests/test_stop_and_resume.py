@@ -208,3 +208,52 @@ def test_divergence_stops_cleanly_and_last_good_checkpoint_loads(data_dir, tmp_p
     assert int(trainer.diverged_at.numpy()) == -1
     assert all(np.isfinite(w).all() for w in restored)
     assert any(not np.array_equal(a, b) for a, b in zip(initial, restored))
+
+
+@pytest.mark.slow  # six processes, about a minute: run by .ci/run after the default suite
+def test_kill_9_at_five_random_moments_then_resume_matches_uninterrupted(data_dir, output_root,
+                                                                        uninterrupted_run):
+    """Issue 19's fault injection: SIGKILL (no handler runs) at 5 seeded moments, the first
+    before any checkpoint, each followed by the command a user would type next."""
+    rng = np.random.default_rng(19)
+    run, checkpoints = "killed", output_root / "checkpoints" / "killed"
+    config = output_root / "config" / "killed" / "config.json"
+    # Kill once the config exists (before the first checkpoint), then after checkpoints at
+    # four seeded steps, each with a seeded delay so some kills land between checkpoints.
+    targets = [None] + sorted(rng.choice(np.arange(CHECKPOINT_EVERY, TOTAL_STEPS - 10,
+                                                   CHECKPOINT_EVERY), 4, replace=False))
+    for target in targets:
+        args = resume_flags(output_root, run) if config.exists() else \
+            run_flags(data_dir, output_root, run)
+        process = subprocess.Popen([sys.executable, TRAIN_SCRIPT, *map(str, args)], cwd=ROOT,
+                                   stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+        deadline = time.monotonic() + 180
+        while not (config.exists() if target is None
+                   else latest_checkpoint_step(checkpoints) >= target):
+            assert process.poll() is None and time.monotonic() < deadline, process.stderr.read()
+            time.sleep(0.01)
+        time.sleep(rng.uniform(0.0, 0.3))
+        process.kill()
+        process.communicate(timeout=60)
+        assert process.returncode in (-signal.SIGKILL, 0), process.returncode
+    final = run_script(TRAIN_SCRIPT, *resume_flags(output_root, run), timeout=300)
+    assert final.returncode == 0, final.stderr[-3000:]
+    results = json.loads((output_root / "logs" / run / "results.json").read_text())
+    straight = json.loads((output_root / "logs" / uninterrupted_run / "results.json").read_text())
+    assert results["steps"] == TOTAL_STEPS
+    for key in ("target_accuracy", "source_accuracy", "domain_accuracy", "target_val_accuracy"):
+        assert results[key] == straight[key], key
+    killed_scalars = read_scalars(str(output_root / "logs" / run))
+    straight_scalars = read_scalars(str(output_root / "logs" / uninterrupted_run))
+    for writer, tags in straight_scalars.items():
+        for tag, points in tags.items():
+            steps = [step for step, _ in killed_scalars[writer][tag]]
+            assert steps == [step for step, _ in points], f"{writer} {tag}: {steps}"
+    log_lines = (output_root / "logs" / run / "log.txt").read_text().splitlines()
+    straight_lines = (output_root / "logs" / uninterrupted_run / "log.txt").read_text().splitlines()
+    assert [line.split(" |")[0] for line in log_lines] == \
+        [line.split(" |")[0] for line in straight_lines]
+    weights = h5_arrays(checkpoints / "final.weights.h5")
+    for name, array in h5_arrays(output_root / "checkpoints" / uninterrupted_run /
+                                 "final.weights.h5").items():
+        np.testing.assert_allclose(weights[name], array, rtol=1e-6, atol=1e-7, err_msg=name)

@@ -11,7 +11,7 @@ run.
 import os
 import re
 
-from utils.io import UserError
+from utils.io import UserError, atomic_write_text
 
 CHECKPOINT = re.compile(r"^ckpt-(\d+)\.index$")
 
@@ -70,19 +70,25 @@ def resume_candidates(folder, resume_from=None):
 def discard_after(folder, step):
     """Deletes the checkpoints newer than `step` (the run rewrites them) and makes the state
     file list the rest, so that TensorFlow's CheckpointManager starts from what is on disk."""
-    import tensorflow as tf
-
     for newer in checkpoint_steps(folder):
         if newer > step:
             prefix = checkpoint_path(folder, newer)
             for name in os.listdir(folder):
                 if name.startswith(os.path.basename(prefix) + "."):
                     os.remove(os.path.join(folder, name))
-    kept = [checkpoint_path(folder, s) for s in sorted(checkpoint_steps(folder))]
-    if kept:
-        # The `checkpoint` state file CheckpointManager reads at start-up.
-        tf.compat.v1.train.update_checkpoint_state(
-            folder, os.path.basename(kept[-1]),
-            all_model_checkpoint_paths=[os.path.basename(path) for path in kept])
-    elif os.path.exists(os.path.join(folder, "checkpoint")):
-        os.remove(os.path.join(folder, "checkpoint"))
+    kept = sorted(checkpoint_steps(folder))
+    state_file = os.path.join(folder, "checkpoint")
+    if not kept:
+        if os.path.exists(state_file):
+            os.remove(state_file)
+        return
+    # The `checkpoint` state file CheckpointManager reads at start-up (a CheckpointState text
+    # proto). With their timestamps listed, the manager prunes these checkpoints by
+    # max_to_keep as it would its own; without them it would keep them forever.
+    names = [os.path.basename(checkpoint_path(folder, s)) for s in kept]
+    stamps = [os.path.getmtime(checkpoint_path(folder, s) + ".index") for s in kept]
+    lines = [f'model_checkpoint_path: "{names[-1]}"']
+    lines += [f'all_model_checkpoint_paths: "{name}"' for name in names]
+    lines += [f"all_model_checkpoint_timestamps: {stamp!r}" for stamp in stamps]
+    lines.append(f"last_preserved_timestamp: {min(stamps) - 1.0!r}")
+    atomic_write_text(state_file, "\n".join(lines) + "\n")

@@ -9,7 +9,12 @@ from utils.io import UserError
 SPLITS = ("train", "val")
 MNIST_PICKLE = os.path.join("MNIST", "mnist_data.pkl")
 MNIST_M_PICKLE = os.path.join("MNIST_M", "mnist_m_data.pkl")
-REBUILD_HINT = "rebuild it with `python create_mnistm.py --out-dir <data-dir>`"
+
+
+def rebuild_hint(path):
+    """How to rebuild the pickle at `path` (<data-dir>/MNIST/mnist_data.pkl): the real folder."""
+    data_dir = os.path.dirname(os.path.dirname(os.path.abspath(path)))
+    return f"rebuild it with `python create_mnistm.py --out-dir {data_dir}`"
 
 # Exactly what pickling a dict of numpy arrays and scalars needs, and nothing else:
 # no callable here can run user code or touch the file system.
@@ -44,20 +49,20 @@ def safe_load_pickle(path):
         with open(path, "rb") as handle:
             return _RestrictedUnpickler(handle).load()
     except (FileNotFoundError, NotADirectoryError):
-        raise UserError(f"dataset pickle not found: {path}; {REBUILD_HINT}") from None
+        raise UserError(f"dataset pickle not found: {path}; {rebuild_hint(path)}") from None
     except _RefusedGlobal as error:
         raise UserError(f"{path} is not a plain dataset pickle ({error}); "
-                        f"it was not loaded; {REBUILD_HINT}") from None
+                        f"it was not loaded; {rebuild_hint(path)}") from None
     except (pickle.UnpicklingError, EOFError, ValueError, TypeError, AttributeError, IndexError,
             OSError) as error:
         raise UserError(f"{path} is corrupt or truncated ({type(error).__name__}); "
-                        f"{REBUILD_HINT}") from None
+                        f"{rebuild_hint(path)}") from None
 
 
 def validate_domain(data, path, input_shape=(28, 28, 3), num_classes=10):
     """Checks keys, dtypes, shapes and label range of one loaded dataset dict."""
     def fail(what):
-        raise UserError(f"{path}: {what}; {REBUILD_HINT}")
+        raise UserError(f"{path}: {what}; {rebuild_hint(path)}")
 
     if not isinstance(data, dict):
         fail(f"expected a dict, found {type(data).__name__}")
@@ -73,15 +78,19 @@ def validate_domain(data, path, input_shape=(28, 28, 3), num_classes=10):
             held = "x".join(map(str, images.shape[1:]))
             raise UserError(f"{path}: the pickles hold {held} images but --input-shape is "
                             f"{','.join(map(str, input_shape))}; pass --input-shape "
-                            f"{','.join(map(str, images.shape[1:]))} or {REBUILD_HINT}")
+                            f"{','.join(map(str, images.shape[1:]))} or {rebuild_hint(path)}")
         if images.ndim != 4 or images.shape[1:] != tuple(input_shape) or len(images) == 0:
             fail(f"{split} must have shape Nx{'x'.join(map(str, input_shape))}, found {images.shape}")
         if not isinstance(labels, np.ndarray) or not np.issubdtype(labels.dtype, np.integer):
             fail(f"{split}_label must be an integer array")
         if labels.shape != (len(images),):
             fail(f"{split}_label has shape {labels.shape}, expected ({len(images)},)")
-        if labels.min() < 0 or labels.max() >= num_classes:
-            fail(f"{split}_label has values outside 0..{num_classes - 1}")
+        if labels.min() < 0:
+            fail(f"{split}_label has negative values")
+        if labels.max() >= num_classes:
+            # Well-formed labels beyond the class count: the flag is the mistake (issue 19).
+            raise UserError(f"{path}: {split}_label has values up to {labels.max()}, outside "
+                            f"0..{num_classes - 1}; pass --num-classes {labels.max() + 1}")
     return data
 
 

@@ -66,12 +66,12 @@ def atomic_save(path, save):
     folder = os.path.dirname(os.path.abspath(path))
     ensure_writable_dir(folder)
     handle, tmp_path = tempfile.mkstemp(dir=folder, prefix=".tmp-", suffix=os.path.basename(path))
-    os.close(handle)
-    # mkstemp makes the file private (0600); give it the permissions open() would.
-    umask = os.umask(0)
-    os.umask(umask)
-    os.chmod(tmp_path, 0o666 & ~umask)
     try:
+        os.close(handle)
+        # mkstemp makes the file private (0600); give it the permissions open() would.
+        umask = os.umask(0)
+        os.umask(umask)
+        os.chmod(tmp_path, 0o666 & ~umask)
         save(tmp_path)
         os.replace(tmp_path, path)
     except BaseException:

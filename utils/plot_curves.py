@@ -2,7 +2,8 @@
 
     python -m utils.plot_curves --run <run> [--output-root .] [--logs-root LOGS] [--out DIR]
 
-Writes three PNGs into --out (default <output-root>/image):
+Writes three PNGs into --out (default logs/<run>/figures/, so that the
+README's own figures in image/ are only replaced when `--out image` says so):
   * hyperparameter.png: the schedules of Ganin & Lempitsky (2015), Sec. 5.2.2,
     learning rate mu_p = mu_0 / (1 + alpha p)^beta and GRL coefficient
     lambda_p = 2 / (1 + exp(-gamma p)) - 1, against the training step;
@@ -71,9 +72,9 @@ def parse_args(argv=None):
     parser = ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--run", required=True, help="run name, as given to --run-name")
     parser.add_argument("--output-root", default=".",
-                        help="folder holding logs/ and image/ (default: .)")
+                        help="folder holding logs/ and config/ (default: .)")
     parser.add_argument("--logs-root", help="folder holding logs/<run> (default: OUTPUT_ROOT/logs)")
-    parser.add_argument("--out", help="folder for the PNGs (default: OUTPUT_ROOT/image)")
+    parser.add_argument("--out", help="folder for the PNGs (default: LOGS/<run>/figures)")
     parser.add_argument("--original-logs", metavar="PATH",
                         help="the original repository's run folder (holding train/ and "
                              f"validation/): write only {COMPARE_FILE}, its curves beside --run's "
@@ -205,7 +206,7 @@ def compare_with_original(run, output_root, logs_root, original_logs, out_dir):
 def main(argv=None):
     args = parse_args(argv)
     logs_root = args.logs_root or os.path.join(args.output_root, "logs")
-    out_dir = args.out or os.path.join(args.output_root, "image")
+    out_dir = args.out or os.path.join(logs_root, args.run, "figures")
     if args.original_logs:
         paths = [compare_with_original(args.run, args.output_root, logs_root, args.original_logs,
                                        out_dir)]

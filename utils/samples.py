@@ -1,6 +1,8 @@
-"""Writes image/samples.png: MNIST training images next to the same digits in MNIST-M.
+"""Writes samples.png: MNIST training images next to the same digits in MNIST-M.
 
-    python -m utils.samples [--data-dir model_data/dataset] [--out image/samples.png]
+    python -m utils.samples [--data-dir model_data/dataset] [--out logs/figures/samples.png]
+
+The README's figure is `--out image/samples.png`; the default never replaces it.
 
 A seeded choice of --num training indices is drawn once and used for both
 domains: create_mnistm.py keeps the digit order, so MNIST-M train[i] is MNIST
@@ -8,6 +10,8 @@ train[i] blended over a BSDS500 crop (Ganin & Lempitsky, 2015, Sec. 5), and the
 two grids show the same digits. Each grid is laid out by
 `skimage.util.montage` (issue 10: scikit-image does real work here).
 """
+import os
+
 import numpy as np
 from skimage.util import montage
 
@@ -58,7 +62,7 @@ def build_parser():
     parser = ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--data-dir", default="model_data/dataset",
                         help="folder holding MNIST/ and MNIST_M/ pickles (default: %(default)s)")
-    parser.add_argument("--out", default="image/samples.png",
+    parser.add_argument("--out", default=os.path.join("logs", "figures", "samples.png"),
                         help="PNG to write (default: %(default)s)")
     parser.add_argument("--num", type=int, default=32,
                         help="training images shown per domain (default: %(default)s)")

@@ -39,15 +39,22 @@ def truncate_events(log_dir, step):
         if not files:
             continue
         last_kept = step - 1 if name == "hyperparameter" else step
-        kept, dropped = [], False
+        kept, seen, dropped = [], set(), False
         for index, file_name in enumerate(files):
             try:
                 for record in tf.data.TFRecordDataset(os.path.join(folder, file_name)):
-                    event = event_pb2.Event.FromString(record.numpy())
+                    data = record.numpy()
+                    event = event_pb2.Event.FromString(data)
                     if event.HasField("summary") and event.step > last_kept:
                         dropped = True
+                    elif data in seen:
+                        # A kill between the rewrite below and its removals leaves the later
+                        # files' events twice; each event carries its wall time, so a copy
+                        # is the same bytes.
+                        dropped = True
                     elif index == 0 or not event.HasField("file_version"):
-                        kept.append(record.numpy())  # one file_version header, the first file's
+                        kept.append(data)  # one file_version header, the first file's
+                        seen.add(data)
             except tf.errors.DataLossError:
                 dropped = True  # a record cut short by the kill
         if not dropped:

@@ -541,7 +541,7 @@ class Trainer:
                 if step == stop_at:
                     if step % config.eval_every_steps == 0 or step == config.total_steps:
                         validation = self._validate(writers, whole=step == config.total_steps)
-                    if step % config.steps_per_epoch == 0:
+                    if step % config.steps_per_epoch == 0 or self._checkpoint_due(step):
                         self.save_checkpoint()
                 if stop_signal and step < config.total_steps:
                     if self.manager.latest_checkpoint != self._checkpoint_path(step):
@@ -590,8 +590,9 @@ class Trainer:
             bar.update(count)
             if step % config.log_every_steps == 0:
                 self._log_training_window(writers["train"], step)
-            if (step % config.checkpoint_every_steps == 0 or time.monotonic() - self._last_save
-                    >= config.checkpoint_every_seconds):
+            # The caller checkpoints `last_step` itself, after its validation: a kill
+            # between the two must not leave a checkpoint whose validation is missing.
+            if step < last_step and self._checkpoint_due(step):
                 self.save_checkpoint()
             if stop_signal:
                 break
@@ -599,6 +600,11 @@ class Trainer:
         if timed_from is None:
             return 0.0, 0
         return time.perf_counter() - timed_from[0], self.step - timed_from[1]
+
+    def _checkpoint_due(self, step):
+        """Every `checkpoint_every_steps`, and once `checkpoint_every_seconds` have passed."""
+        return (step % self.config.checkpoint_every_steps == 0
+                or time.monotonic() - self._last_save >= self.config.checkpoint_every_seconds)
 
     def _log_training_window(self, writer, step):
         """Writes the running means of the window that ends at `step`, then starts a new one."""

@@ -3,7 +3,7 @@ Ganin & Lempitsky (2015): MNIST test images in blue, MNIST-M test images in red,
 each point drawn as its digit. Adaptation should mix the two colours.
 
     python -m utils.visualize_features --source-only-run <run> --dann-run <run>
-        [--out image/tsne.png] [--num 2000] [--seed 0]
+        [--out logs/<dann run>/figures/tsne.png] [--num 2000] [--seed 0]
 
 Both models embed the same seeded subset of --num images per domain. Features
 are reduced to 50 dimensions with PCA before t-SNE, the usual way to make
@@ -32,8 +32,9 @@ def parse_args(argv=None):
                         help="run trained with --mode source_only")
     parser.add_argument("--dann-run", required=True, help="run trained with --mode dann")
     parser.add_argument("--output-root", default=".",
-                        help="folder holding checkpoints/, config/ and image/ (default: .)")
-    parser.add_argument("--out", help="PNG to write (default: OUTPUT_ROOT/image/tsne.png)")
+                        help="folder holding checkpoints/, config/ and logs/ (default: .)")
+    parser.add_argument("--out", help="PNG to write (default: OUTPUT_ROOT/logs/<dann run>/figures/"
+                                      "tsne.png; the README's figure is --out image/tsne.png)")
     parser.add_argument("--num", type=int, default=2000,
                         help="test images per domain (default: 2000)")
     parser.add_argument("--seed", type=int, default=0,
@@ -101,7 +102,7 @@ def main(argv=None):
     runs = (("source-only", args.source_only_run), ("DANN", args.dann_run))
     # Both runs must exist before the slow imports and the data load.
     configs = {run: find_run(run, args.output_root)[0] for _, run in runs}
-    out = args.out or os.path.join(args.output_root, "image", "tsne.png")
+    out = args.out or os.path.join(args.output_root, "logs", args.dann_run, "figures", "tsne.png")
 
     test_sets = load_test_sets(configs[args.source_only_run], args.data_dir)
     subsets = seeded_subset(test_sets, args.num, args.seed)
