@@ -238,3 +238,23 @@ def test_validators_and_selection_never_read_the_mnist_m_test_set(data_dir, tmp_
     chosen = select_module.picks("honest", list(validators.NAMES), str(tmp_path))
     assert set(chosen) == set(validators.NAMES)
     assert all(os.path.isfile(pick["checkpoint"]) for pick in chosen.values())
+
+
+def test_which_validators_a_collapsed_model_can_fool():
+    """README, "Collapsed runs": a dead G_y outputs one constant for every image (issue 17:
+    near-uniform, its label loss was ln 10). IM and entropy score that at their worst;
+    SND scores it at its best (every sample's neighbours are all equally close), so SND
+    alone would keep a collapsed checkpoint as its pick."""
+    from utils.validators import (information_maximization, soft_neighborhood_density,
+                                  target_entropy)
+
+    rng = np.random.default_rng(0)
+    n, k = 200, 10
+    healthy = 8.0 * np.eye(k)[rng.integers(k, size=n)] + rng.normal(0, 0.5, (n, k))
+    dead = np.tile(rng.normal(0, 0.01, k), (n, 1))  # the class biases, the same for all images
+    assert information_maximization(dead) == pytest.approx(0.0, abs=1e-9)
+    assert information_maximization(healthy) > 1.5
+    assert target_entropy(dead) == pytest.approx(-np.log(k), abs=1e-3)
+    assert target_entropy(healthy) > target_entropy(dead) + 1.0
+    assert soft_neighborhood_density(dead) == pytest.approx(np.log(n - 1), abs=1e-6)
+    assert soft_neighborhood_density(dead) > soft_neighborhood_density(healthy) + 1.0
