@@ -14,6 +14,7 @@ import contextlib
 import glob
 import io
 import os
+import shutil
 import signal
 import sys
 import tarfile
@@ -265,6 +266,22 @@ def remove_stale_temporaries(out_dir):
             print(f"removed {path}, left by an interrupted build")
 
 
+def write_pickle(path, data):
+    """atomic_write_pickle, with a full disk (or another OS error) as one line (issue 19)."""
+    try:
+        atomic_write_pickle(path, data)
+    except OSError as error:
+        folder = os.path.dirname(os.path.abspath(path))
+        needed = sum(value.nbytes for value in data.values()) / 2**20
+        try:
+            free = f", {shutil.disk_usage(folder).free / 2**20:.0f} MiB free"
+        except OSError:
+            free = ""
+        raise UserError(f"writing {path} failed: {error.strerror or error} (it needs about "
+                        f"{needed:.0f} MiB{free}); nothing half-written was left; free space "
+                        "or choose another --out-dir, then run the command again") from None
+
+
 def build_pickles(out_dir, mnist_path=None, bsds_path=None, seed=DEFAULT_SEED,
                   source_dir=DEFAULT_DATA_DIR):
     """Finds the inputs (flags, then `source_dir`, then the Keras cache or a
@@ -299,7 +316,7 @@ def _build_pickles(out_dir, mnist_path, bsds_path, seed, source_dir):
         for name, data, sub in (("MNIST", mnist, MNIST_PICKLE),
                                 ("MNIST-M", mnist_m, MNIST_M_PICKLE)):
             path = os.path.join(out_dir, sub)
-            atomic_write_pickle(path, data)
+            write_pickle(path, data)
             mean = pixel_mean(data["train"])
             print(f"{name}: train {data['train'].shape}, val {data['val'].shape}, "
                   f"pixel mean (RGB, train) {[round(float(v), 4) for v in mean]} -> {path}")

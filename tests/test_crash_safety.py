@@ -324,3 +324,27 @@ def test_truncate_events_keeps_each_step_once_up_to_the_checkpoint(tmp_path):
     assert [s for s, _ in scalars["hyperparameter"]["hyperparameter/grl_lambda"]] == \
         [0, 1, 2, 3, 4, 5]
     assert len(list((tmp_path / "train").iterdir())) == 1
+
+
+def test_full_disk_while_building_the_pickles_is_one_line(tmp_path, monkeypatch, capsys):
+    import create_mnistm
+    from tests.conftest import write_builder_inputs
+
+    mnist_path, bsds_path = write_builder_inputs(str(tmp_path))
+
+    def disk_full(path, data):
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+
+    monkeypatch.setattr(create_mnistm, "atomic_write_pickle", disk_full)
+    argv = ["--out-dir", str(tmp_path / "data"), "--mnist-path", mnist_path,
+            "--bsds-path", bsds_path]
+    try:
+        run_main(lambda: create_mnistm.main(argv))
+        status = 0
+    except SystemExit as exit_info:
+        status = exit_info.code
+    output = capsys.readouterr()
+    assert_one_line_failure(subprocess.CompletedProcess(argv, status, output.out, output.err),
+                            "mnist_data.pkl failed: No space left on device", "MiB free",
+                            "it needs about")
+    assert status == 2 and not (tmp_path / "data").exists()
