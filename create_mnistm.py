@@ -14,7 +14,6 @@ import contextlib
 import glob
 import io
 import os
-import shutil
 import signal
 import sys
 import tarfile
@@ -27,7 +26,7 @@ import numpy as np
 
 from utils.data import MNIST_M_PICKLE, MNIST_PICKLE, pixel_mean
 from utils.io import (ArgumentParser, UserError, atomic_write_bytes, atomic_write_pickle,
-                      ensure_writable_dir, run_main)
+                      ensure_writable_dir, free_space, run_main)
 
 DEFAULT_DATA_DIR = os.path.join("model_data", "dataset")
 # The build seed, also used when train_MNIST2MNIST_M.py builds the pickles itself,
@@ -271,12 +270,8 @@ def write_pickle(path, data):
     try:
         atomic_write_pickle(path, data)
     except OSError as error:
-        folder = os.path.dirname(os.path.abspath(path))
         needed = sum(value.nbytes for value in data.values()) / 2**20
-        try:
-            free = f", {shutil.disk_usage(folder).free / 2**20:.0f} MiB free"
-        except OSError:
-            free = ""
+        free = free_space(os.path.dirname(os.path.abspath(path)))
         raise UserError(f"writing {path} failed: {error.strerror or error} (it needs about "
                         f"{needed:.0f} MiB{free}); nothing half-written was left; free space "
                         "or choose another --out-dir, then run the command again") from None

@@ -22,7 +22,8 @@ import time
 import create_mnistm
 from config.config import DANNConfig, add_config_arguments, check_run_name, config_from_args
 from utils.data import MNIST_M_PICKLE, MNIST_PICKLE, load_mnist_and_mnistm
-from utils.io import ArgumentParser, UserError, ensure_writable_dir, one_line, run_main
+from utils.io import (ArgumentParser, UserError, ensure_writable_dir, free_space, one_line,
+                      run_main)
 from utils.run_lock import RunLock
 from utils.runs import config_file, results_file, run_dirs
 
@@ -151,10 +152,7 @@ def delete_run(output_root, run_name, lock):
 def write_failure(error, folder, checkpoint):
     """The one line for an OS error while the run writes (a full disk, a lost mount...)."""
     reason = getattr(error, "strerror", None) or one_line(getattr(error, "message", error))
-    try:
-        free = f"; {shutil.disk_usage(folder).free / 2**20:.0f} MiB free in {folder}"
-    except OSError:
-        free = ""
+    free = free_space(folder).replace(",", ";", 1)
     last = (f"the last good checkpoint {checkpoint} is intact" if checkpoint
             else "no checkpoint was written yet")
     return f"writing the run failed: {reason}{free}; {last}. Free space (or fix the folder), then"

@@ -20,6 +20,7 @@ import tensorflow as tf
 
 from tests.conftest import (ROOT, SMALL_VAL_SIZE, assert_one_line_failure, run_script,
                             script_messages)
+from utils.checkpoints import checkpoint_steps
 from utils.summaries import read_scalars
 
 TRAIN_SCRIPT = "train_MNIST2MNIST_M.py"
@@ -78,8 +79,7 @@ def h5_arrays(path):
 
 
 def checkpoint_numbers(checkpoint_folder):
-    return sorted(int(name[len("ckpt-"):-len(".index")]) for name in os.listdir(checkpoint_folder)
-                  if name.startswith("ckpt-") and name.endswith(".index"))
+    return sorted(checkpoint_steps(str(checkpoint_folder)))
 
 
 @pytest.fixture(scope="module")

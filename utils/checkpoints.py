@@ -72,9 +72,8 @@ def discard_after(folder, step):
     file list the rest, so that TensorFlow's CheckpointManager starts from what is on disk."""
     for newer in checkpoint_steps(folder):
         if newer > step:
-            prefix = checkpoint_path(folder, newer)
             for name in os.listdir(folder):
-                if name.startswith(os.path.basename(prefix) + "."):
+                if name.startswith(f"ckpt-{newer}."):
                     os.remove(os.path.join(folder, name))
     kept = sorted(checkpoint_steps(folder))
     state_file = os.path.join(folder, "checkpoint")
@@ -85,8 +84,8 @@ def discard_after(folder, step):
     # The `checkpoint` state file CheckpointManager reads at start-up (a CheckpointState text
     # proto). With their timestamps listed, the manager prunes these checkpoints by
     # max_to_keep as it would its own; without them it would keep them forever.
-    names = [os.path.basename(checkpoint_path(folder, s)) for s in kept]
-    stamps = [os.path.getmtime(checkpoint_path(folder, s) + ".index") for s in kept]
+    names = [f"ckpt-{s}" for s in kept]
+    stamps = [os.path.getmtime(os.path.join(folder, name + ".index")) for name in names]
     lines = [f'model_checkpoint_path: "{names[-1]}"']
     lines += [f'all_model_checkpoint_paths: "{name}"' for name in names]
     lines += [f"all_model_checkpoint_timestamps: {stamp!r}" for stamp in stamps]

@@ -3,6 +3,7 @@ import argparse
 import json
 import os
 import pickle
+import shutil
 import sys
 import tempfile
 
@@ -41,6 +42,14 @@ class ArgumentParser(argparse.ArgumentParser):
         spec = getattr(sys.modules["__main__"], "__spec__", None)
         command = f"-m {spec.name}" if spec and spec.name != "__main__" else self.prog
         raise UserError(one_line(f"{message}; see `python {command} --help`"))
+
+
+def free_space(folder):
+    """", N MiB free in <folder>" for a write error's message ("" when it cannot be read)."""
+    try:
+        return f", {shutil.disk_usage(folder).free / 2**20:.0f} MiB free in {folder}"
+    except OSError:
+        return ""
 
 
 def ensure_writable_dir(path):

@@ -21,7 +21,7 @@ from model import build_dann
 from utils import schedules
 from utils.data import (hold_out_source_validation, hold_out_target_validation, pixel_mean,
                         seeded_subset_indices)
-from utils.checkpoints import checkpoint_problem, discard_after, resume_candidates
+from utils.checkpoints import checkpoint_path, checkpoint_problem, discard_after, resume_candidates
 from utils.collapse_guard import Collapsed, CollapseGuard
 from utils.pipeline import make_train_dataset
 from utils.runs import FINAL_WEIGHTS, run_dirs
@@ -544,7 +544,8 @@ class Trainer:
                     if step % config.steps_per_epoch == 0 or self._checkpoint_due(step):
                         self.save_checkpoint()
                 if stop_signal and step < config.total_steps:
-                    if self.manager.latest_checkpoint != self._checkpoint_path(step):
+                    if self.manager.latest_checkpoint != checkpoint_path(self.dirs["checkpoints"],
+                                                                         step):
                         self.save_checkpoint()
                     raise Interrupted(stop_signal[0])
             bar.close()
@@ -560,9 +561,6 @@ class Trainer:
         # The loop ends with a whole-set validation of the final step: reuse it
         # (a run resumed when already finished has none and evaluates once).
         return self._finish(validation or self.evaluate(), *self._run_totals())
-
-    def _checkpoint_path(self, step):
-        return os.path.join(self.dirs["checkpoints"], f"ckpt-{step}")
 
     def _train_until(self, last_step, iterator, writers, stop_signal, bar):
         """Runs updates up to `last_step`, or until a stop signal arrives.
