@@ -46,13 +46,17 @@ from utils.io import UserError, atomic_write_json, atomic_write_text
 MODES = ("dann", "source_only", "target_only")
 INPUT_NORMALISATIONS = ("mean", "instance")
 STRATEGIES = ("default", "mirrored")
+ON_COLLAPSE = ("rollback", "stop")
 MNIST_TRAIN_SIZE = 60000
 
 
 # Values of fields added after the first release, for configs saved without them:
 # those runs used mean subtraction, no held-out split and no recipe components.
 LEGACY_VALUES = {"recipe": "none", "input_norm": "mean", "target_val_size": 0,
-                 "ema_decay": 0.0, "entropy_weight": 0.0, "source_val_size": 0}
+                 "ema_decay": 0.0, "entropy_weight": 0.0, "source_val_size": 0,
+                 # Runs saved before rollbacks existed stop on a collapse (and their
+                 # checkpoints have no rollback state to restore).
+                 "on_collapse": "stop"}
 
 
 @dataclasses.dataclass
@@ -147,6 +151,11 @@ class DANNConfig:
         that G_f and G_y still have live ReLU units and an output that depends
         on the image; a dead run stops with exit status 4 and results.json
         says "collapsed": true. 0 disables the guard.
+      on_collapse: what a collapse found by the guard does: `rollback` restores
+        the last good checkpoint and continues from it, skipping the batches
+        trained on since (recorded in results.json, "rollbacks"); `stop` ends
+        the run with exit status 4.
+      max_rollbacks: rollbacks allowed per run before a collapse stops it.
     """
 
     mode: str = "dann"
@@ -187,6 +196,8 @@ class DANNConfig:
     domain_loss_weight: float = 1.0
     steps_per_call: int = 10
     collapse_probe_size: int = 500
+    on_collapse: str = "rollback"
+    max_rollbacks: int = 2
 
     def __post_init__(self):
         if self.steps_per_epoch is None and isinstance(self.batch_size, int) and self.batch_size > 1:
@@ -204,6 +215,9 @@ class DANNConfig:
         """Raises UserError naming the first invalid field and how to fix it."""
         if self.mode not in MODES:
             raise UserError(f"unknown mode {self.mode!r}; use one of {', '.join(MODES)}")
+        if self.on_collapse not in ON_COLLAPSE:
+            raise UserError(f"unknown on_collapse {self.on_collapse!r}; use one of "
+                            f"{', '.join(ON_COLLAPSE)}")
         if self.strategy not in STRATEGIES:
             raise UserError(f"unknown strategy {self.strategy!r}; use one of {', '.join(STRATEGIES)}")
         def require_positive(name):
@@ -223,7 +237,7 @@ class DANNConfig:
             require_positive(name)
         for name in ("lr_alpha", "lr_beta", "grl_gamma", "target_val_size", "entropy_weight",
                      "vat_weight", "domain_loss_weight", "clip_norm",
-                     "eval_subset", "source_val_size", "collapse_probe_size"):
+                     "eval_subset", "source_val_size", "collapse_probe_size", "max_rollbacks"):
             if getattr(self, name) < 0:
                 raise UserError(f"{name} must be >= 0, got {getattr(self, name)}; pass "
                                 f"--{name.replace('_', '-')} with a value >= 0")
@@ -366,7 +380,7 @@ FIELD_DOCS = attribute_docs(DANNConfig.__doc__)
 def _choices():
     from config.recipes import RECIPES
 
-    return {"mode": MODES, "strategy": STRATEGIES, "input_norm": INPUT_NORMALISATIONS,
+    return {"mode": MODES, "strategy": STRATEGIES, "on_collapse": ON_COLLAPSE, "input_norm": INPUT_NORMALISATIONS,
             "recipe": tuple(RECIPES)}
 
 

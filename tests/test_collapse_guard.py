@@ -79,7 +79,7 @@ def test_collapsed_run_stops_with_one_line_exit_4_and_says_so_in_results(data_di
     argv = ["--data-dir", data_dir, "--output-root", str(tmp_path), "--run-name", "collapses",
             "--epochs", "1", "--steps-per-epoch", "40", "--checkpoint-every-steps", "10",
             "--target-val-size", str(SMALL_VAL_SIZE), "--batch-size", "8",
-            "--eval-batch-size", "16", "--no-progress"]
+            "--eval-batch-size", "16", "--on-collapse", "stop", "--no-progress"]
     with pytest.raises(SystemExit) as exit_info:
         train_MNIST2MNIST_M.main(argv)
     output = capsys.readouterr()
@@ -103,10 +103,81 @@ def test_collapsed_run_stops_with_one_line_exit_4_and_says_so_in_results(data_di
     assert "collapsed at step 20" in capsys.readouterr().out
 
 
+def kill_fc2_when_saving_step_20(monkeypatch, times):
+    """Makes fc2 die just before the checkpoint of step 20, the first `times` times it is written."""
+    original_save, kills = Trainer.save_checkpoint, []
+
+    def save(self):
+        if self.step == 20 and len(kills) < times:
+            kills.append(self.step)
+            kill_layer(self.dann.label_classifier.get_layer("fc2"))
+        return original_save(self)
+
+    monkeypatch.setattr(Trainer, "save_checkpoint", save)
+    return kills
+
+
+def short_run_flags(data_dir, tmp_path, name):
+    return ["--data-dir", data_dir, "--output-root", str(tmp_path), "--run-name", name,
+            "--epochs", "1", "--steps-per-epoch", "40", "--checkpoint-every-steps", "10",
+            "--target-val-size", str(SMALL_VAL_SIZE), "--batch-size", "8",
+            "--eval-batch-size", "16", "--no-progress"]
+
+
+def test_rollback_restores_the_last_good_checkpoint_and_skips_the_batches_since(
+        data_dir, tmp_path, capsys, monkeypatch):
+    import tensorflow as tf
+
+    from utils.summaries import read_scalars
+
+    kills = kill_fc2_when_saving_step_20(monkeypatch, times=1)
+    train_MNIST2MNIST_M.main(short_run_flags(data_dir, tmp_path, "rolls_back"))  # the default
+    out = capsys.readouterr().out
+    assert kills == [20]
+    assert ("rollback 1 of at most 2: the label classifier collapsed by step 20 (fc2 has 0 of 100 "
+            "units live on ") in out
+    assert "restored " in out and "continuing from step 10, skipping the 10 batches" in out
+    logs = tmp_path / "logs" / "rolls_back"
+    results = json.loads((logs / "results.json").read_text())
+    assert results["collapsed"] is False and results["steps"] == 40
+    [entry] = results["rollbacks"]
+    assert entry["collapsed_at"] == 20 and entry["restored_step"] == 10
+    assert entry["skipped_batches"] == 10 and entry["restored"].endswith("ckpt-10")
+    assert entry["collapse"].startswith("fc2 has 0 of 100 units live")
+    assert (tmp_path / "checkpoints" / "rolls_back" / "final.weights.h5").exists()
+    # The steps trained before the rollback were forgotten, as a resume forgets them:
+    # every validation point once in log.txt and in TensorBoard.
+    lines = [line for line in (logs / "log.txt").read_text().splitlines() if line.startswith("step")]
+    steps = [int(line.split()[1].split("/")[0]) for line in lines]
+    assert steps == sorted(set(steps)) and steps[-1] == 40
+    points = [step for step, _ in read_scalars(str(logs))["validation"]["acc/label_acc"]]
+    assert points == sorted(set(points)) and points[-1] == 40
+    # The checkpoint carries the rollback, so a resumed run skips the same batches.
+    reader = tf.train.load_checkpoint(str(tmp_path / "checkpoints" / "rolls_back" / "ckpt-40"))
+    assert reader.get_tensor("rollbacks/data_offset/.ATTRIBUTES/VARIABLE_VALUE") == 10
+    assert reader.get_tensor("rollbacks/count/.ATTRIBUTES/VARIABLE_VALUE") == 1
+
+
+def test_rollbacks_are_bounded_then_the_run_stops_as_collapsed(data_dir, tmp_path, capsys,
+                                                               monkeypatch):
+    kill_fc2_when_saving_step_20(monkeypatch, times=99)
+    with pytest.raises(SystemExit) as exit_info:
+        train_MNIST2MNIST_M.main(short_run_flags(data_dir, tmp_path, "keeps_collapsing")
+                                 + ["--max-rollbacks", "1"])
+    output = capsys.readouterr()
+    completed = subprocess.CompletedProcess([], exit_info.value.code, output.out, output.err)
+    assert completed.returncode == 4
+    assert_one_line_failure(completed, "collapsed by step 20", "not rolled back: the run already "
+                            "rolled back 1 times (--max-rollbacks)")
+    results = json.loads((tmp_path / "logs" / "keeps_collapsing" / "results.json").read_text())
+    assert results["collapsed"] is True and len(results["rollbacks"]) == 1
+
+
 def test_healthy_run_results_say_not_collapsed(smoke_runs):
     for run in ("dann", "source_only"):
         results = json.loads(open(os.path.join(smoke_runs, "logs", run, "results.json")).read())
         assert results["collapsed"] is False and "collapsed_at" not in results
+        assert results["rollbacks"] == []
 
 
 def test_diagnose_replays_the_runs_own_updates_and_changes_nothing(data_dir, tmp_path, capsys):

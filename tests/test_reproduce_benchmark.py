@@ -39,6 +39,13 @@ def test_collapsed_run_is_counted_and_shown_never_averaged_in():
     markdown = reproduce.to_markdown({"dann": row}, "improved")
     assert "| 0.9500 ± 0.0141 | 0.9600, 0.9400 | 0.9400 (seed 2) | 1 (seed 1 at step 33) |" \
         in markdown
+    # A collapse a finished run rolled back from is shown beside the collapsed runs.
+    runs[2]["rollbacks"] = [{"collapsed_at": 21, "restored_step": 20, "skipped_batches": 1}]
+    row = {**reproduce.summarise({"dann": runs})["dann"], "seeds": [0, 1, 2], "command": "c",
+           "cpu": "a CPU"}
+    assert row["rollbacks"] == [[2, 21]] and row["target_accuracies"] == [0.96, 0.94]
+    assert "| 1 (seed 1 at step 33); 1 rolled back (seed 2 at step 21) |" \
+        in reproduce.to_markdown({"dann": row}, "improved")
     # Every run collapsed: no mean is made up.
     only = reproduce.summarise({"dann": [runs[1]]})["dann"]
     assert only["target_accuracies"] == [] and only["worst_seed"] is None

@@ -21,7 +21,17 @@ It runs before every checkpoint is written and before the final results, so
 a dead model is never saved as a checkpoint nor reported as a result, and the
 newest checkpoint is always one the guard passed. It reads only training
 images: no target label is involved.
+
+What happens then is `on_collapse`: `stop` ends the run (exit status 4,
+results.json says "collapsed": true); `rollback` (the default) restores the
+last good checkpoint and continues from it past the batches that led to the
+collapse (`Rollbacks` below), at most `max_rollbacks` times. Skipping the
+batches of a loss spike and restarting from an earlier checkpoint is what
+large language-model runs do (Chowdhery et al., "PaLM", 2022, Sec. 5.1).
 """
+import json
+import os
+
 import keras
 import numpy as np
 import tensorflow as tf
@@ -34,14 +44,67 @@ CONSTANT_OUTPUT_TOLERANCE = 1e-6
 class Collapsed(Exception):
     """The label classifier died: its output no longer depends on the input."""
 
-    def __init__(self, step, what, last_good_checkpoint):
+    def __init__(self, step, what, last_good_checkpoint, not_rolled_back=None):
         self.step, self.what, self.last_good_checkpoint = step, what, last_good_checkpoint
         last = last_good_checkpoint or "none (no checkpoint was written yet)"
+        why = f" (not rolled back: {not_rolled_back})" if not_rolled_back else ""
         super().__init__(f"the label classifier collapsed by step {step}: {what}, so its label "
-                         f"gradient is zero and training cannot recover; training stopped and no "
-                         f"checkpoint of the collapsed model was written; last good checkpoint: "
+                         f"gradient is zero and training cannot recover; training stopped{why} and "
+                         f"no checkpoint of the collapsed model was written; last good checkpoint: "
                          f"{last}. Try another --seed or a lower --learning-rate, or see README, "
                          f"\"Collapsed runs\"")
+
+
+class Rollbacks(tf.Module):
+    """`--on-collapse rollback`: how many times the run went back, and how far its data moved on.
+
+    A rollback restores the last good checkpoint (step M, written before the
+    collapse was found at step N) and continues with the input stream N - M
+    batches further on, so the updates M..N that killed the classifier are not
+    replayed: the update at step s then sees the batch a run without rollbacks
+    would see at step s + data_offset. Everything else (weights, momentum,
+    weight average, schedules, which follow the step) is the checkpoint's.
+
+    `count` and `data_offset` are variables in the run's checkpoint, so a
+    resumed run sees the same batches as one never stopped. Each rollback is
+    also recorded in logs/<run>/rollbacks.json and then in results.json.
+    """
+
+    def __init__(self, limit, log_dir):
+        super().__init__(name="rollbacks")
+        self.limit = limit
+        self.path = os.path.join(log_dir, "rollbacks.json")
+        self.count = tf.Variable(0, dtype=tf.int64, trainable=False, name="count")
+        self.data_offset = tf.Variable(0, dtype=tf.int64, trainable=False, name="data_offset")
+
+    def records(self):
+        """The rollbacks of the run up to its restored state (later ones were undone by a resume)."""
+        if not os.path.exists(self.path):
+            return []
+        with open(self.path) as handle:
+            return json.load(handle)[:int(self.count.numpy())]
+
+    def refusal(self, collapse):
+        """Why this collapse cannot be rolled back (None when it can)."""
+        if collapse.last_good_checkpoint is None:
+            return "no checkpoint was written before it, so there is nothing to roll back to"
+        if int(self.count.numpy()) >= self.limit:
+            return f"the run already rolled back {self.limit} times (--max-rollbacks)"
+        return None
+
+    def record(self, collapse, restored_step):
+        """Counts a rollback from `collapse` to the checkpoint at `restored_step` (already restored)."""
+        from utils.io import atomic_write_json
+
+        skipped = collapse.step - restored_step
+        entry = {"collapsed_at": collapse.step, "collapse": collapse.what,
+                 "restored": collapse.last_good_checkpoint, "restored_step": restored_step,
+                 "skipped_batches": skipped}
+        records = self.records() + [entry]
+        self.count.assign(len(records))
+        self.data_offset.assign_add(skipped)
+        atomic_write_json(self.path, records)
+        return entry
 
 
 def relu_layers(model):

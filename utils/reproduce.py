@@ -155,6 +155,9 @@ def summarise(results_by_mode):
             "finished_seeds": [run["seed"] for run in finished],
             "collapsed_seeds": [run["seed"] for run in collapsed],
             "collapsed_at": [run["collapsed_at"] for run in collapsed],
+            # Collapses a run went back from (--on-collapse rollback) and then finished.
+            "rollbacks": [[run["seed"], entry["collapsed_at"]] for run in finished
+                          for entry in run.get("rollbacks", [])],
             "source_accuracy_mean": _mean_std([run["source_accuracy"] for run in finished])[0],
             "steps": runs[0]["steps"] if not finished else finished[0]["steps"],
             # Whole command (start-up, data loading, training, evaluation, saving).
@@ -167,11 +170,17 @@ def summarise(results_by_mode):
 
 
 def _collapses(row):
-    """The collapse column: the count, then each collapsed seed and its step."""
+    """The collapse column: the count, then each collapsed seed and its step, then the
+    collapses that finished runs rolled back from."""
     seeds, steps = row.get("collapsed_seeds", []), row.get("collapsed_at", [])
-    if not seeds:
-        return "0"
-    return f"{len(seeds)} ({', '.join(f'seed {s} at step {t}' for s, t in zip(seeds, steps))})"
+    text = str(len(seeds))
+    if seeds:
+        text += f" ({', '.join(f'seed {s} at step {t}' for s, t in zip(seeds, steps))})"
+    rollbacks = row.get("rollbacks", [])
+    if rollbacks:
+        text += (f"; {len(rollbacks)} rolled back ("
+                 + ", ".join(f"seed {s} at step {t}" for s, t in rollbacks) + ")")
+    return text
 
 
 def to_markdown(summary, recipe):
@@ -179,7 +188,8 @@ def to_markdown(summary, recipe):
     lines = [
         f"MNIST -> MNIST-M, recipe `{recipe}`: accuracy at the final step, mean ± std over the "
         "seeds listed that finished; a collapsed run (the label classifier died, "
-        "utils/collapse_guard.py) has no final accuracy and is counted in its own column. "
+        "utils/collapse_guard.py) has no final accuracy and is counted in its own column, beside "
+        "the collapses a finished run rolled back from (--on-collapse rollback). "
         "\"val\" is the labelled split held out of MNIST-M train (settings are chosen on it); "
         "\"test\" is the MNIST-M test set.",
         "",

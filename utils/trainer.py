@@ -22,7 +22,7 @@ from utils import schedules
 from utils.data import (hold_out_source_validation, hold_out_target_validation, pixel_mean,
                         seeded_subset_indices)
 from utils.checkpoints import checkpoint_path, checkpoint_problem, discard_after, resume_candidates
-from utils.collapse_guard import Collapsed, CollapseGuard
+from utils.collapse_guard import Collapsed, CollapseGuard, Rollbacks
 from utils.pipeline import make_train_dataset
 from utils.runs import FINAL_WEIGHTS, run_dirs
 from utils.io import (UserError, atomic_save, atomic_write_json, atomic_write_text,
@@ -179,6 +179,9 @@ class Trainer:
         self.collapse_guard = (CollapseGuard(self.dann.feature_extractor, self.dann.label_classifier,
                                              self.train_images[0][:config.collapse_probe_size])
                                if config.collapse_probe_size > 0 else None)
+        # What a collapse does: stop the run, or go back to the last good checkpoint.
+        self.rollbacks = (Rollbacks(config.max_rollbacks, self.dirs["logs"])
+                          if self.collapse_guard and config.on_collapse == "rollback" else None)
         # This session's timing, until fit() starts it anew (the benchmark trains without fit()).
         self._clock_base, self._session_start = (0.0, 0.0, 0), time.perf_counter()
         self._session_train_seconds, self._session_timed_steps = 0.0, 0
@@ -189,6 +192,8 @@ class Trainer:
                             metrics=self.metrics, diverged_at=self.diverged_at, clock=self.clock)
         if self.weight_average:
             checkpointed["averaged_model"] = self.weight_average.averaged
+        if self.rollbacks:
+            checkpointed["rollbacks"] = self.rollbacks
         self.checkpoint = tf.train.Checkpoint(**checkpointed)
         self.manager = self._checkpoint_manager()
         self._last_save = time.monotonic()
@@ -261,7 +266,11 @@ class Trainer:
         write_scalars(writer, {"hyperparameter/learning_rate": self.learning_rate(step),
                                "hyperparameter/grl_lambda": self.grl_lambda_at(step)}, step)
 
-    def make_dataset(self, start_step=0):
+    def make_dataset(self, start_step=None):
+        """The input stream from `start_step` (default: the run's step, past any batches a
+        rollback skipped)."""
+        if start_step is None:
+            start_step = self.step + (int(self.rollbacks.data_offset.numpy()) if self.rollbacks else 0)
         dataset = make_train_dataset(*self.train_images, self.half_batch, self.config.seed,
                                      start_step=start_step)
         return self.strategy.experimental_distribute_dataset(dataset)
@@ -523,33 +532,25 @@ class Trainer:
         self._clock_base = self.clock.read()
         self._session_start = time.perf_counter()
         self._session_train_seconds, self._session_timed_steps = 0.0, 0
-        validation = None
         try:
-            iterator = iter(self.make_dataset(start_step=self.step))
             bar = tqdm(initial=self.step, total=config.total_steps, desc=config.run_name,
                        disable=not show_progress, leave=False, mininterval=1.0)
-            while self.step < config.total_steps:
-                # Train up to the next validation point or epoch end, whichever comes first.
-                stop_at = min(_next_multiple(self.step, config.eval_every_steps),
-                              _next_multiple(self.step, config.steps_per_epoch), config.total_steps)
-                seconds, steps = self._train_until(stop_at, iterator, writers, stop_signal, bar)
-                self._session_train_seconds += seconds
-                self._session_timed_steps += steps
-                step = self.step
-                if step == config.total_steps and step % config.log_every_steps:
-                    self._log_training_window(writers["train"], step)  # the last, shorter window
-                if step == stop_at:
-                    if step % config.eval_every_steps == 0 or step == config.total_steps:
-                        validation = self._validate(writers, whole=step == config.total_steps)
-                    if step % config.steps_per_epoch == 0 or self._checkpoint_due(step):
-                        self.save_checkpoint()
-                if stop_signal and step < config.total_steps:
-                    if self.manager.latest_checkpoint != checkpoint_path(self.dirs["checkpoints"],
-                                                                         step):
-                        self.save_checkpoint()
-                    raise Interrupted(stop_signal[0])
+            while True:
+                try:
+                    validation = self._train_to_end(writers, stop_signal, bar)
+                    self._check_collapse()
+                    break
+                except Collapsed as collapse:
+                    refusal = self.rollbacks.refusal(collapse) if self.rollbacks else "stop"
+                    if refusal == "stop":
+                        raise
+                    if refusal:
+                        raise Collapsed(collapse.step, collapse.what,
+                                        collapse.last_good_checkpoint, refusal) from None
+                    self._roll_back(collapse, writers)
+                    bar.reset(total=config.total_steps)
+                    bar.update(self.step)
             bar.close()
-            self._check_collapse()
         except Collapsed as collapse:
             self._record_collapse(collapse)
             raise
@@ -561,6 +562,59 @@ class Trainer:
         # The loop ends with a whole-set validation of the final step: reuse it
         # (a run resumed when already finished has none and evaluates once).
         return self._finish(validation or self.evaluate(), *self._run_totals())
+
+    def _train_to_end(self, writers, stop_signal, bar):
+        """Trains, validates and checkpoints from the current step to the last; returns the
+        final validation (None when there was nothing left to train)."""
+        config = self.config
+        validation = None
+        iterator = iter(self.make_dataset())
+        while self.step < config.total_steps:
+            # Train up to the next validation point or epoch end, whichever comes first.
+            stop_at = min(_next_multiple(self.step, config.eval_every_steps),
+                          _next_multiple(self.step, config.steps_per_epoch), config.total_steps)
+            seconds, steps = self._train_until(stop_at, iterator, writers, stop_signal, bar)
+            self._session_train_seconds += seconds
+            self._session_timed_steps += steps
+            step = self.step
+            if step == config.total_steps and step % config.log_every_steps:
+                self._log_training_window(writers["train"], step)  # the last, shorter window
+            if step == stop_at:
+                if step % config.eval_every_steps == 0 or step == config.total_steps:
+                    validation = self._validate(writers, whole=step == config.total_steps)
+                if step % config.steps_per_epoch == 0 or self._checkpoint_due(step):
+                    self.save_checkpoint()
+            if stop_signal and step < config.total_steps:
+                if self.manager.latest_checkpoint != checkpoint_path(self.dirs["checkpoints"],
+                                                                     step):
+                    self.save_checkpoint()
+                raise Interrupted(stop_signal[0])
+        return validation
+
+    def _roll_back(self, collapse, writers):
+        """`--on-collapse rollback`: back to the last good checkpoint, past the batches since it.
+
+        Restores it, forgets what was logged after it (as a resume would), records
+        the rollback and rewrites that checkpoint with the new data offset, so that
+        a kill from here on resumes past the skipped batches too.
+        """
+        self.checkpoint.restore(collapse.last_good_checkpoint).assert_existing_objects_matched()
+        restored_step = self.step
+        discard_after(self.dirs["checkpoints"], restored_step)
+        self.manager = self._checkpoint_manager()
+        for writer in writers.values():
+            writer.close()
+        self._forget_after(restored_step)
+        writers.update(create_writers(self.dirs["logs"]))
+        entry = self.rollbacks.record(collapse, restored_step)
+        self.save_checkpoint()
+        line = (f"rollback {len(self.rollbacks.records())} of at most {self.rollbacks.limit}: the "
+                f"label classifier collapsed by step {collapse.step} ({collapse.what}); restored "
+                f"{collapse.last_good_checkpoint} and continuing from step {restored_step}, "
+                f"skipping the {entry['skipped_batches']} batches it had trained on since")
+        print(line, flush=True)
+        with open(os.path.join(self.dirs["logs"], "log.txt"), "a") as log:
+            log.write(line + "\n")
 
     def _train_until(self, last_step, iterator, writers, stop_signal, bar):
         """Runs updates up to `last_step`, or until a stop signal arrives.
@@ -663,6 +717,8 @@ class Trainer:
             "ms_per_step": round(1000.0 * train_seconds / max(timed_steps, 1), 3),
             # Steps the ms/step is measured over: all but each chunk's first call.
             "timed_steps": timed_steps,
+            # Collapses the run went back from (--on-collapse rollback), oldest first.
+            "rollbacks": self.rollbacks.records() if self.rollbacks else [],
             **status,
         }
         atomic_write_json(os.path.join(self.dirs["logs"], "results.json"), results)
