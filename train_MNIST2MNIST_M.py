@@ -1,17 +1,21 @@
-"""Trains DANN (Ganin & Lempitsky, 2015) from MNIST to MNIST-M, or a baseline.
+"""Trains DANN (Ganin & Lempitsky, 2015) from MNIST to MNIST-M, or a baseline, or between
+any two domains of the user's own images.
 
     python train_MNIST2MNIST_M.py                          # DANN, default recipe
     python train_MNIST2MNIST_M.py --mode source_only       # lower bound
     python train_MNIST2MNIST_M.py --run-name r --resume    # continue run r
+    python train_MNIST2MNIST_M.py --source my/source --target my/target   # your own folders
 
 Every DANNConfig field is a flag (see config/config.py). Outputs go to
 logs/<run>/ (TensorBoard, log.txt, results.json), checkpoints/<run>/ and
 config/<run>/. Accuracy is reported at the final step; no model is ever
 selected on target labels.
 
-When --data-dir holds neither pickle, they are built first, exactly as
-`python create_mnistm.py --out-dir <data-dir>` would (same input lookup, same
-seed), so one command trains on a fresh machine.
+When a built-in domain is used and --data-dir holds neither pickle, they are
+built first, exactly as `python create_mnistm.py --out-dir <data-dir>` would
+(same input lookup, same seed), so one command trains on a fresh machine.
+Other domains (--source, --target, --target-test) are image folders or .npz
+files: utils/data/domains.py.
 """
 import json
 import os
@@ -21,7 +25,8 @@ import time
 
 import create_mnistm
 from config.config import DANNConfig, add_config_arguments, check_run_name, config_from_args
-from utils.data import MNIST_M_PICKLE, MNIST_PICKLE, load_mnist_and_mnistm
+from utils.data import MNIST_M_PICKLE, MNIST_PICKLE, load_run_domains
+from utils.data.domains import fill_config, is_builtin
 from utils.io import (ArgumentParser, UserError, ensure_writable_dir, free_space, one_line,
                       run_main)
 from utils.run_lock import RunLock
@@ -175,8 +180,21 @@ def main(argv=None):
     # Bad data or an unwritable output folder should fail in a second, not
     # after the TensorFlow import and model build.
     ensure_writable_dir(args.output_root)
-    ensure_pickles(config.data_dir, args.mnist_path, args.bsds_path, resume=args.resume)
-    mnist, mnist_m = load_mnist_and_mnistm(config.data_dir, config.input_shape, config.num_classes)
+    if any(is_builtin(spec) for spec in (config.source, config.target, config.target_test)):
+        ensure_pickles(config.data_dir, args.mnist_path, args.bsds_path, resume=args.resume)
+    elif args.mnist_path or args.bsds_path:
+        raise UserError("--mnist-path/--bsds-path build the built-in mnist_m domain, which this "
+                        "run does not use; drop them")
+    source, target = load_run_domains(config)
+    from model import NETWORKS
+
+    chosen = config.network
+    fill_config(config, source, target)
+    print(f"domains: source {source.title} ({len(source.train)} training images), target "
+          f"{target.title} ({len(target.train)}, {'labelled' if target.labelled else 'unlabelled'}"
+          f"); {len(config.class_names)} classes; input {'x'.join(map(str, config.input_shape))}; "
+          f"network {config.network}" + ("" if chosen else " (chosen by input size; --network "
+                                         f"picks one of {', '.join(NETWORKS)})"), flush=True)
 
     import keras
     import tensorflow as tf
@@ -192,7 +210,7 @@ def main(argv=None):
     with RunLock(run_dirs(args.output_root, config.run_name)["checkpoints"], config.run_name) as lock:
         if args.overwrite:
             delete_run(args.output_root, config.run_name, lock)
-        trainer = Trainer(config, mnist, mnist_m, output_root=args.output_root)
+        trainer = Trainer(config, source, target, output_root=args.output_root)
         results = train(trainer, args)
     print(json.dumps(results, indent=2))
 

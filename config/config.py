@@ -41,12 +41,15 @@ import os
 import re
 from typing import Optional, Tuple
 
+from model.networks import NETWORKS
 from utils.io import UserError, atomic_write_json, atomic_write_text
 
 MODES = ("dann", "source_only", "target_only")
 INPUT_NORMALISATIONS = ("mean", "instance")
 STRATEGIES = ("default", "mirrored")
 ON_COLLAPSE = ("rollback", "stop")
+# Fields that, left unset (None), are filled from the data when a run starts.
+FROM_DATA = ("input_shape", "num_classes", "class_names", "network")
 MNIST_TRAIN_SIZE = 60000
 
 
@@ -56,7 +59,9 @@ LEGACY_VALUES = {"recipe": "none", "input_norm": "mean", "target_val_size": 0,
                  "ema_decay": 0.0, "entropy_weight": 0.0, "source_val_size": 0,
                  # Runs saved before rollbacks existed stop on a collapse (and their
                  # checkpoints have no rollback state to restore).
-                 "on_collapse": "stop"}
+                 "on_collapse": "stop",
+                 # and trained MNIST -> MNIST-M with the paper's MNIST network.
+                 "source": "mnist", "target": "mnist_m", "network": "mnist"}
 
 
 @dataclasses.dataclass
@@ -81,14 +86,33 @@ class DANNConfig:
         lambda_p = 2 / (1 + exp(-gamma * p)) - 1 (Sec. 5.2.2).
       batch_size: images per step, half source and half target (64 + 64 in the
         paper, 128 + 128 in the original TF2 repository). Must be even.
-      input_shape: image height, width and channels.
-      num_classes: number of digit classes.
+      input_shape: image height, width and channels; none takes them from the
+        data (the source's first image; 3 channels if any domain is colour).
+        When given, every image of another size is resized to it (bilinear,
+        as Keras resizes).
+      num_classes: number of classes; none takes it from the data (the
+        source's class folders, or 10 for the built-in domains).
+      source: the labelled source domain: mnist, mnist_m, a folder with one
+        subfolder of images per class (optionally below train/ and test/), or
+        a .npz with x_train, y_train, x_test, y_test (utils/data/domains.py).
+      target: the target domain, as --source; it may also be a flat folder of
+        unlabelled images (its labels, if any, are used only for evaluation
+        and the validation split).
+      target_test: the labelled images the target accuracy is measured on
+        (its test split if it has one, else all of it); none uses the
+        target's own test split.
+      class_names: the class names, in label order; none takes them from the
+        data (recorded in the run's config).
+      network: the architecture column of the paper (model/networks.py):
+        mnist, svhn or gtsrb; none picks by input size (mnist below 32
+        pixels, svhn below 40, else gtsrb).
       epochs: number of epochs, each of steps_per_epoch updates (with a fixed
         steps_per_epoch the batch size does not change the number of updates).
       steps_per_epoch: optimisation steps per epoch; None means one pass over
         the MNIST training set (60000 / (batch_size / 2) steps).
       seed: seeds Python, NumPy, TensorFlow and the input pipeline.
-      data_dir: folder holding MNIST/mnist_data.pkl and MNIST_M/mnist_m_data.pkl.
+      data_dir: folder holding MNIST/mnist_data.pkl and MNIST_M/mnist_m_data.pkl
+        (the built-in domains).
       run_name: names logs/<run>, checkpoints/<run> and config/<run>; None
         means a timestamp.
       log_every_steps: how often the learning rate and lambda are logged.
@@ -108,8 +132,10 @@ class DANNConfig:
       input_norm: `mean` (scale to [0, 1], subtract the per-channel pixel mean
         of both training sets: the paper's "mean-subtracted" input) or
         `instance` (standardise each image's channels: Shu et al., ICLR 2018).
-      target_val_size: labelled MNIST-M images held out of MNIST-M train (and
-        out of the unlabelled pool) to choose recipe settings on; 0 disables.
+      target_val_size: labelled target images held out of the target's training
+        images (MNIST-M train by default) and out of the unlabelled pool, to
+        choose recipe settings on; at most an eighth of them; 0 disables (as
+        does an unlabelled target).
       target_val_seed: seed of that split; fixed across runs so all are judged
         on the same images.
       source_val_size: labelled MNIST images held out of MNIST train (seeded by
@@ -166,8 +192,13 @@ class DANNConfig:
     clip_norm: float = 0.0
     grl_gamma: float = 10.0
     batch_size: int = 64
-    input_shape: Tuple[int, int, int] = (28, 28, 3)
-    num_classes: int = 10
+    input_shape: Optional[Tuple[int, int, int]] = None
+    num_classes: Optional[int] = None
+    source: str = "mnist"
+    target: str = "mnist_m"
+    target_test: Optional[str] = None
+    class_names: Optional[Tuple[str, ...]] = None
+    network: Optional[str] = None
     epochs: int = 4
     steps_per_epoch: Optional[int] = 8000
     seed: int = 42
@@ -204,7 +235,10 @@ class DANNConfig:
             self.steps_per_epoch = MNIST_TRAIN_SIZE // (self.batch_size // 2)
         if self.eval_every_steps is None and self.steps_per_epoch and self.epochs > 0:
             self.eval_every_steps = max(self.total_steps // 20, 1)
-        self.input_shape = tuple(self.input_shape)
+        if self.input_shape is not None:
+            self.input_shape = tuple(self.input_shape)
+        if self.class_names is not None:
+            self.class_names = tuple(self.class_names)
         self.validate()
 
     @property
@@ -232,9 +266,16 @@ class DANNConfig:
             raise UserError(f"batch_size must be even to split into source and target halves, "
                             f"got {self.batch_size}; pass e.g. --batch-size {self.batch_size + 1}")
         for name in ("learning_rate", "epochs", "steps_per_epoch", "log_every_steps",
-                     "checkpoint_every_steps", "checkpoint_every_seconds", "max_to_keep", "eval_batch_size", "num_classes",
+                     "checkpoint_every_steps", "checkpoint_every_seconds", "max_to_keep", "eval_batch_size",
                      "eval_every_steps", "steps_per_call"):
             require_positive(name)
+        if self.num_classes is not None:
+            require_positive("num_classes")
+        if self.network is not None and self.network not in NETWORKS:
+            raise UserError(f"unknown network {self.network!r}; use one of {', '.join(NETWORKS)}")
+        for name in ("source", "target"):
+            if not str(getattr(self, name)).strip():
+                raise UserError(f"{name} is empty; pass --{name} mnist, mnist_m, a folder or a .npz")
         for name in ("lr_alpha", "lr_beta", "grl_gamma", "target_val_size", "entropy_weight",
                      "vat_weight", "domain_loss_weight", "clip_norm",
                      "eval_subset", "source_val_size", "collapse_probe_size", "max_rollbacks"):
@@ -253,8 +294,11 @@ class DANNConfig:
         if self.input_norm not in INPUT_NORMALISATIONS:
             raise UserError(f"unknown input_norm {self.input_norm!r}; use one of "
                             f"{', '.join(INPUT_NORMALISATIONS)}")
-        if len(self.input_shape) != 3 or min(self.input_shape) <= 0:
-            raise UserError(f"input_shape must be three positive integers, got {self.input_shape}")
+        if self.input_shape is not None and (len(self.input_shape) != 3
+                                             or min(self.input_shape) <= 0
+                                             or self.input_shape[2] not in (1, 3)):
+            raise UserError(f"input_shape must be height, width and 1 or 3 channels, got "
+                            f"{self.input_shape}; pass e.g. --input-shape 64,64,3")
         if self.run_name is not None:
             check_run_name(self.run_name)
 
@@ -327,6 +371,13 @@ def _parse_shape(text):
         raise argparse.ArgumentTypeError(f"expected H,W,C, got {text!r}") from None
 
 
+def _parse_names(text):
+    names = tuple(part.strip() for part in text.split(","))
+    if not all(names):
+        raise argparse.ArgumentTypeError(f"expected comma-separated class names, got {text!r}")
+    return names
+
+
 def _parse_optional_int(text):
     if text.lower() == "none":
         return None
@@ -338,7 +389,9 @@ def _parse_optional_int(text):
 
 _PARSERS = {
     bool: _parse_bool, int: int, float: float, str: str,
-    Tuple[int, int, int]: _parse_shape, Optional[int]: _parse_optional_int, Optional[str]: str,
+    Tuple[int, int, int]: _parse_shape, Optional[Tuple[int, int, int]]: _parse_shape,
+    Optional[int]: _parse_optional_int, Optional[str]: str,
+    Optional[Tuple[str, ...]]: _parse_names,
 }
 
 
@@ -380,7 +433,8 @@ FIELD_DOCS = attribute_docs(DANNConfig.__doc__)
 def _choices():
     from config.recipes import RECIPES
 
-    return {"mode": MODES, "strategy": STRATEGIES, "on_collapse": ON_COLLAPSE, "input_norm": INPUT_NORMALISATIONS,
+    return {"mode": MODES, "strategy": STRATEGIES, "on_collapse": ON_COLLAPSE,
+            "network": tuple(NETWORKS), "input_norm": INPUT_NORMALISATIONS,
             "recipe": tuple(RECIPES)}
 
 
@@ -407,7 +461,7 @@ def field_help(name, default, choices=()):
     """One help line: the attribute's description, its default and allowed values."""
     # An undocumented field still gets a flag (tests/test_cli.py fails on it instead).
     text = FIELD_DOCS.get(name, name.replace("_", " ")).rstrip(".")
-    extra = f"default: {_show(default)}"
+    extra = f"default: {'from the data' if default is None and name in FROM_DATA else _show(default)}"
     if choices:
         extra += f"; one of: {', '.join(choices)}"
     # argparse %-formats help strings.

@@ -1,14 +1,18 @@
-"""Domain-Adversarial Neural Network for MNIST -> MNIST-M.
+"""Domain-Adversarial Neural Network.
 
-Architecture of Ganin & Lempitsky (2015), Sec. 5.2 and Fig. 4 (MNIST column):
-a shared convolutional feature extractor G_f, a label classifier G_y and, behind
-a gradient-reversal layer R_lambda (Sec. 3.3, Eq. 12-13), a domain classifier G_d.
+Ganin & Lempitsky (2015), Sec. 3 and 5.2: a shared convolutional feature
+extractor G_f, a label classifier G_y and, behind a gradient-reversal layer
+R_lambda (Sec. 3.3, Eq. 12-13), a domain classifier G_d. Their layers are one
+column of the paper's architecture figure (model/networks.py; `mnist`, the
+MNIST -> MNIST-M column, by default).
 """
 import dataclasses
 
 import keras
 import numpy as np
 import tensorflow as tf
+
+from model.networks import NETWORKS, get_network
 
 
 @tf.custom_gradient
@@ -76,8 +80,9 @@ class InstanceStandardisation(keras.layers.Layer):
         return {**super().get_config(), "epsilon": self.epsilon}
 
 
-def build_feature_extractor(input_shape, pixel_mean, input_norm="mean"):
-    """G_f: conv 5x5x32, ReLU, max-pool 2, conv 5x5x48, ReLU, max-pool 2, flatten.
+def build_feature_extractor(input_shape, pixel_mean, input_norm="mean", network=NETWORKS["mnist"]):
+    """G_f: the network's convolutions, each with a ReLU and its max-pool, then flatten
+    (`mnist`: conv 5x5x32, ReLU, max-pool 2, conv 5x5x48, ReLU, max-pool 2).
 
     Takes raw 0-255 images (any dtype). `input_norm` is `mean` (the paper's
     mean subtraction; `pixel_mean` is per channel, in [0, 1]) or `instance`
@@ -90,28 +95,34 @@ def build_feature_extractor(input_shape, pixel_mean, input_norm="mean"):
         mean_subtraction = MeanSubtraction(name="mean_subtraction")
         x = mean_subtraction(images)
         mean_subtraction.pixel_mean.assign(np.asarray(pixel_mean, np.float32))
-    x = keras.layers.Conv2D(32, 5, activation="relu", name="conv1")(x)
-    x = keras.layers.MaxPooling2D(2, name="pool1")(x)
-    x = keras.layers.Conv2D(48, 5, activation="relu", name="conv2")(x)
-    x = keras.layers.MaxPooling2D(2, name="pool2")(x)
+    for index, conv in enumerate(network.convs, start=1):
+        x = keras.layers.Conv2D(conv.filters, conv.kernel, padding=conv.padding,
+                                activation="relu", name=f"conv{index}")(x)
+        if conv.pool:
+            x = keras.layers.MaxPooling2D(conv.pool, conv.pool_stride or None,
+                                          name=f"pool{index}")(x)
     features = keras.layers.Flatten(name="flatten")(x)
     return keras.Model(images, features, name="feature_extractor")
 
 
-def build_label_classifier(feature_dim, num_classes):
-    """G_y: FC100, ReLU, FC100, ReLU, FC10 (logits)."""
+def build_label_classifier(feature_dim, num_classes, network=NETWORKS["mnist"]):
+    """G_y: the network's FC ReLU layers, then the class logits (`mnist`: FC100, ReLU, FC100,
+    ReLU, FC10)."""
     features = keras.Input(shape=(feature_dim,), name="features")
-    x = keras.layers.Dense(100, activation="relu", name="fc1")(features)
-    x = keras.layers.Dense(100, activation="relu", name="fc2")(x)
+    x = features
+    for index, units in enumerate(network.label_units, start=1):
+        x = keras.layers.Dense(units, activation="relu", name=f"fc{index}")(x)
     logits = keras.layers.Dense(num_classes, name="class_logits")(x)
     return keras.Model(features, logits, name="label_classifier")
 
 
-def build_domain_classifier(feature_dim):
-    """G_d behind R_lambda: GRL, FC100, ReLU, one logit (target = 1)."""
+def build_domain_classifier(feature_dim, network=NETWORKS["mnist"]):
+    """G_d behind R_lambda: GRL, the network's FC ReLU layers, one logit (target = 1)
+    (`mnist`: GRL, FC100, ReLU, logit)."""
     features = keras.Input(shape=(feature_dim,), name="features")
     x = GradientReversal(name="gradient_reversal")(features)
-    x = keras.layers.Dense(100, activation="relu", name="fc1")(x)
+    for index, units in enumerate(network.domain_units, start=1):
+        x = keras.layers.Dense(units, activation="relu", name=f"fc{index}")(x)
     logit = keras.layers.Dense(1, name="domain_logit")(x)
     return keras.Model(features, logit, name="domain_classifier")
 
@@ -135,12 +146,14 @@ class DANN:
 
 
 def build_dann(input_shape=(28, 28, 3), num_classes=10, pixel_mean=(0.0, 0.0, 0.0),
-               input_norm="mean"):
-    """Builds G_f, G_y, G_d and composes them into one functional `dann` model."""
-    feature_extractor = build_feature_extractor(input_shape, pixel_mean, input_norm)
+               input_norm="mean", network="mnist"):
+    """Builds G_f, G_y, G_d of `network` (model/networks.py) and composes them into one
+    functional `dann` model."""
+    network = get_network(network, input_shape)
+    feature_extractor = build_feature_extractor(input_shape, pixel_mean, input_norm, network)
     feature_dim = feature_extractor.output.shape[-1]
-    label_classifier = build_label_classifier(feature_dim, num_classes)
-    domain_classifier = build_domain_classifier(feature_dim)
+    label_classifier = build_label_classifier(feature_dim, num_classes, network)
+    domain_classifier = build_domain_classifier(feature_dim, network)
     images = keras.Input(shape=input_shape, name="images")
     features = feature_extractor(images)
     model = keras.Model(images, [label_classifier(features), domain_classifier(features)],

@@ -62,7 +62,7 @@ def test_config_help_is_the_docstring_with_default_recipe_defaults_and_choices()
     assert helps["--batch-size"].startswith(FIELD_DOCS["batch_size"].rstrip("."))
     assert f"(default: {defaults['batch_size']})" in helps["--batch-size"]
     assert f"(default: {defaults['steps_per_epoch']})" in helps["--steps-per-epoch"]
-    assert "(default: 28,28,3)" in helps["--input-shape"]
+    assert "(default: from the data)" in helps["--input-shape"]
     assert "(default: false)" in helps["--deterministic"]
     for flag, choices in (("--mode", MODES), ("--strategy", STRATEGIES),
                           ("--input-norm", INPUT_NORMALISATIONS), ("--recipe", tuple(RECIPES))):

@@ -21,10 +21,10 @@ def kill_layer(layer):
 @pytest.fixture(scope="module")
 def dann_and_images(data_dir):
     from model import build_dann
-    from utils.data import load_mnist_and_mnistm
+    from utils.data import builtin_domains
 
-    mnist, _ = load_mnist_and_mnistm(data_dir)
-    return build_dann(input_norm="instance"), mnist["train"][:64]
+    source, _ = builtin_domains(data_dir)
+    return build_dann(input_norm="instance"), source.train[:64]
 
 
 def test_guard_passes_a_live_network_and_names_each_dead_layer(dann_and_images):

@@ -15,7 +15,9 @@ def test_paper_schedules_and_default_recipe():
     config = DANNConfig()
     assert (config.learning_rate, config.lr_alpha, config.lr_beta) == (0.01, 10.0, 0.75)
     assert (config.momentum, config.grl_gamma) == (0.9, 10.0)
-    assert config.input_shape == (28, 28, 3)
+    # Shape, classes and network come from the data: 28x28x3, ten digits, the MNIST column.
+    assert config.input_shape is None and config.num_classes is None and config.network is None
+    assert (config.source, config.target, config.target_test) == ("mnist", "mnist_m", None)
     # The documented deviations of the default recipe: 32 + 32, fixed length, instance norm.
     assert config.batch_size == 64 and config.total_steps == 32000
     assert config.input_norm == "instance" and config.target_val_size == 1000

@@ -10,7 +10,7 @@ from utils import evaluate
 from utils.io import UserError
 from utils.runs import load_test_sets, run_config
 
-KEYS = {"run", "mode", "weights", "source_accuracy", "target_accuracy",
+KEYS = {"run", "mode", "weights", "source", "target", "source_accuracy", "target_accuracy",
         "target_per_class_accuracy", "target_confusion_matrix", "domain_classifier_accuracy",
         "num_source_test", "num_target_test", "seed", "proxy_a_distance", "domain_probe_error",
         "domain_probe_train_size", "domain_probe_test_size"}
@@ -30,7 +30,7 @@ def test_compare_run_writes_both_evaluations(smoke_runs, capsys):
         for key in ("source_accuracy", "target_accuracy", "domain_probe_error"):
             assert 0.0 <= evaluation[key] <= 1.0
         domain_accuracy = evaluation["domain_classifier_accuracy"]
-        assert set(domain_accuracy) == {"mnist_test", "mnist_m_test", "both"}
+        assert set(domain_accuracy) == {"source_test", "target_test", "both"}
         assert all(0.0 <= value <= 1.0 for value in domain_accuracy.values())
         per_class = evaluation["target_per_class_accuracy"]
         assert sorted(per_class, key=int) == [str(digit) for digit in range(10)]

@@ -17,24 +17,24 @@ tf.config.set_logical_device_configuration(cpu, [tf.config.LogicalDeviceConfigur
 tf.config.experimental.enable_op_determinism()
 
 from config.config import DANNConfig
-from utils.data import load_mnist_and_mnistm
+from utils.data import builtin_domains
 from utils.trainer import Trainer
 
 data_dir, output_root = sys.argv[1], sys.argv[2]
-mnist, mnist_m = load_mnist_and_mnistm(data_dir)
+source, target = builtin_domains(data_dir)
 weights, results = {}, {}
 for strategy in ("default", "mirrored"):
     config = DANNConfig(strategy=strategy, run_name=strategy, data_dir=data_dir, epochs=1,
                         steps_per_epoch=4, batch_size=16, eval_batch_size=32, target_val_size=32)
     keras.utils.set_random_seed(config.seed)
-    trainer = Trainer(config, mnist, mnist_m, output_root=output_root)
+    trainer = Trainer(config, source, target, output_root=output_root)
     results[strategy] = trainer.fit(show_progress=False)
     weights[strategy] = [w.numpy() for w in trainer.dann.model.weights]
     print(strategy, "replicas", trainer.strategy.num_replicas_in_sync)
 for a, b in zip(weights["default"], weights["mirrored"]):
     np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-6)
 moved = max(float(np.abs(a - b).max()) for a, b in
-            zip(weights["default"], [w.numpy() for w in Trainer(config, mnist, mnist_m, output_root=output_root).dann.model.weights]))
+            zip(weights["default"], [w.numpy() for w in Trainer(config, source, target, output_root=output_root).dann.model.weights]))
 assert moved > 1e-3, "training did not move the weights"
 for key in ("target_accuracy", "source_accuracy", "domain_accuracy"):
     assert abs(results["default"][key] - results["mirrored"][key]) < 1e-6, key

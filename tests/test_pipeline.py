@@ -1,6 +1,6 @@
 import numpy as np
 
-from utils.pipeline import make_train_dataset
+from utils.data.pipeline import make_train_dataset
 
 
 def _batches(start_step, count, seed=3):

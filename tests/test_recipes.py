@@ -11,7 +11,7 @@ from config.config import DANNConfig, add_config_arguments, config_from_args
 from config.recipes import RECIPES
 from model.dann import InstanceStandardisation
 from tests.conftest import SMALL_VAL_SIZE
-from utils.data import hold_out_target_validation, load_mnist_and_mnistm
+from utils.data import builtin_domains, hold_out_target_validation
 from utils.io import UserError
 from utils.summaries import read_scalars
 from utils.target_entropy import TargetEntropy, conditional_entropy
@@ -27,28 +27,28 @@ def parse(argv):
 
 
 def test_validation_split_is_disjoint_from_the_pool_and_the_test_set(data_dir):
-    _, mnist_m = load_mnist_and_mnistm(data_dir)
-    pool, val = hold_out_target_validation(mnist_m, SMALL_VAL_SIZE, seed=0)
-    num_train = len(mnist_m["train"])
-    assert len(val["labels"]) == SMALL_VAL_SIZE and len(pool["train"]) == num_train - SMALL_VAL_SIZE
+    _, target = builtin_domains(data_dir)
+    pool, val = hold_out_target_validation(target, SMALL_VAL_SIZE, seed=0)
+    num_train = len(target.train)
+    assert len(val["labels"]) == SMALL_VAL_SIZE and len(pool["images"]) == num_train - SMALL_VAL_SIZE
     # Every training image lands on exactly one side; the split is seeded.
-    rows = {image.tobytes() for image in mnist_m["train"]}
-    pool_rows = [image.tobytes() for image in pool["train"]]
+    rows = {image.tobytes() for image in target.train}
+    pool_rows = [image.tobytes() for image in pool["images"]]
     val_rows = [image.tobytes() for image in val["images"]]
     assert set(pool_rows).isdisjoint(val_rows) and set(pool_rows) | set(val_rows) == rows
-    np.testing.assert_array_equal(val["images"], mnist_m["train"][val["indices"]])
-    assert not {image.tobytes() for image in mnist_m["val"]} & set(val_rows)
-    again = hold_out_target_validation(mnist_m, SMALL_VAL_SIZE, seed=0)[1]["indices"]
+    np.testing.assert_array_equal(val["images"], target.train[val["indices"]])
+    assert not {image.tobytes() for image in target.test} & set(val_rows)
+    again = hold_out_target_validation(target, SMALL_VAL_SIZE, seed=0)[1]["indices"]
     np.testing.assert_array_equal(again, val["indices"])
     with pytest.raises(UserError, match="target_val_size must be between 0 and half"):
-        hold_out_target_validation(mnist_m, num_train, seed=0)
+        hold_out_target_validation(target, num_train, seed=0)
 
 
 def test_trainer_never_trains_on_the_validation_split(data_dir, tmp_path):
     for mode in ("dann", "target_only"):
         config = DANNConfig(mode=mode, target_val_size=SMALL_VAL_SIZE, batch_size=8,
                             run_name=mode, data_dir=data_dir)
-        trainer = Trainer(config, *load_mnist_and_mnistm(data_dir), output_root=str(tmp_path))
+        trainer = Trainer(config, *builtin_domains(data_dir), output_root=str(tmp_path))
         mnist_m_images = trainer.train_images[0 if mode == "target_only" else 2]
         trained_on = {image.tobytes() for image in mnist_m_images}
         assert len(trained_on) and not trained_on & {image.tobytes()
@@ -177,7 +177,7 @@ def test_scalars_are_written_at_the_training_and_validation_cadence(data_dir, tm
                         log_every_steps=4, eval_every_steps=10, checkpoint_every_steps=1000,
                         target_val_size=SMALL_VAL_SIZE, ema_decay=0.9, entropy_weight=0.1,
                         vat_weight=0.1, vat_start=0.25, run_name="cadence", data_dir=data_dir)
-    trainer = Trainer(config, *load_mnist_and_mnistm(data_dir), output_root=str(tmp_path))
+    trainer = Trainer(config, *builtin_domains(data_dir), output_root=str(tmp_path))
     results = trainer.fit(show_progress=False)
     scalars = read_scalars(trainer.dirs["logs"])
     train_steps = [step for step, _ in scalars["train"]["acc/label_acc"]]
@@ -199,7 +199,7 @@ def test_target_entropy_enters_the_gradient_with_its_scheduled_weight(data_dir, 
     config = DANNConfig(epochs=1, steps_per_epoch=100, batch_size=8, run_name="entropy",
                         data_dir=data_dir, target_val_size=SMALL_VAL_SIZE, entropy_weight=0.5,
                         entropy_start=0.5)
-    trainer = Trainer(config, *load_mnist_and_mnistm(data_dir), output_root=str(tmp_path))
+    trainer = Trainer(config, *builtin_domains(data_dir), output_root=str(tmp_path))
     labelled, labels, unlabelled = (tf.constant(a[:4]) for a in trainer.train_images)
     labels = tf.cast(labels, tf.int32)
     trainer.optimizer.iterations.assign(80)
@@ -226,7 +226,7 @@ def test_target_vat_enters_the_gradient_with_its_scheduled_weight(data_dir, tmp_
     config = DANNConfig(epochs=1, steps_per_epoch=100, batch_size=8, run_name="vat",
                         data_dir=data_dir, target_val_size=SMALL_VAL_SIZE, vat_weight=0.5,
                         vat_start=0.5, seed=3)
-    trainer = Trainer(config, *load_mnist_and_mnistm(data_dir), output_root=str(tmp_path))
+    trainer = Trainer(config, *builtin_domains(data_dir), output_root=str(tmp_path))
     (vat,) = trainer.target_losses
     labelled, labels, unlabelled = (tf.constant(a[:4]) for a in trainer.train_images)
     labels = tf.cast(labels, tf.int32)

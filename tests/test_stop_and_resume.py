@@ -180,7 +180,7 @@ def test_checkpoints_on_disk_are_bounded_by_max_to_keep(stopped_twice_run, unint
 def test_divergence_stops_cleanly_and_last_good_checkpoint_loads(data_dir, tmp_path, capsys):
     import train_MNIST2MNIST_M
     from config.config import DANNConfig
-    from utils.data import load_mnist_and_mnistm
+    from utils.data import builtin_domains
     from utils.trainer import Trainer
 
     # In-process, to spare one TensorFlow import: the script handles divergence
@@ -200,7 +200,7 @@ def test_divergence_stops_cleanly_and_last_good_checkpoint_loads(data_dir, tmp_p
     assert not (tmp_path / "logs" / "diverges" / "results.json").exists()
 
     config = DANNConfig.load(tmp_path / "config" / "diverges" / "config.json")
-    trainer = Trainer(config, *load_mnist_and_mnistm(data_dir), output_root=str(tmp_path))
+    trainer = Trainer(config, *builtin_domains(data_dir), output_root=str(tmp_path))
     initial = [w.numpy() for w in trainer.dann.model.trainable_weights]
     trainer.checkpoint.restore(last_good).assert_existing_objects_matched()
     restored = [w.numpy() for w in trainer.dann.model.trainable_weights]

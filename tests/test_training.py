@@ -8,7 +8,7 @@ import pytest
 import train_MNIST2MNIST_M
 from tests.conftest import SMALL_VAL_SIZE
 from config.config import DANNConfig
-from utils.data import load_mnist_and_mnistm
+from utils.data import builtin_domains
 from utils.summaries import read_scalars
 from utils.trainer import Trainer
 
@@ -33,7 +33,7 @@ def test_two_step_run_writes_every_output(data_dir, tmp_path):
     results = json.loads((logs / "results.json").read_text())
     assert set(results) == {"mode", "seed", "epochs", "steps", "target_accuracy",
                             "target_val_accuracy", "source_accuracy", "domain_accuracy",
-                            "wall_seconds", "ms_per_step", "timed_steps", "collapsed"}
+                            "wall_seconds", "ms_per_step", "timed_steps", "rollbacks", "collapsed"}
     assert results["steps"] == 2 and results["mode"] == "dann"
     assert all(math.isfinite(v) for v in results.values() if isinstance(v, float))
     scalars = read_scalars(str(logs))
@@ -54,7 +54,7 @@ def test_two_step_run_writes_every_output(data_dir, tmp_path):
 
 def test_train_step_traces_once_while_schedules_move(data_dir, tmp_path):
     config = tiny_config(data_dir)
-    trainer = Trainer(config, *load_mnist_and_mnistm(data_dir), output_root=str(tmp_path))
+    trainer = Trainer(config, *builtin_domains(data_dir), output_root=str(tmp_path))
     trainer.fit(show_progress=False)
     assert trainer.step == config.total_steps == 6
     assert trainer.train_steps.experimental_get_tracing_count() == 1
@@ -70,7 +70,7 @@ def test_train_step_traces_once_while_schedules_move(data_dir, tmp_path):
 
 def test_source_only_keeps_lambda_at_zero(data_dir, tmp_path):
     trainer = Trainer(tiny_config(data_dir, mode="source_only", epochs=1),
-                      *load_mnist_and_mnistm(data_dir), output_root=str(tmp_path))
+                      *builtin_domains(data_dir), output_root=str(tmp_path))
     before = [w.numpy() for w in trainer.dann.feature_extractor.trainable_weights]
     trainer.fit(show_progress=False)
     assert float(trainer.dann.gradient_reversal.grl_lambda.numpy()) == 0.0
@@ -85,7 +85,7 @@ def test_losses_are_source_mean_label_loss_plus_batch_mean_domain_loss(data_dir,
     import tensorflow as tf
 
     trainer = Trainer(tiny_config(data_dir, domain_loss_weight=domain_loss_weight),
-                      *load_mnist_and_mnistm(data_dir), output_root=str(tmp_path))
+                      *builtin_domains(data_dir), output_root=str(tmp_path))
     labelled, labels, unlabelled = (tf.constant(a[:4]) for a in trainer.train_images)
     labels = tf.cast(labels, tf.int32)
     dann = trainer.dann

@@ -13,7 +13,7 @@ import pytest
 from tests.conftest import ROOT, SMALL_VAL_SIZE, assert_one_line_failure
 from utils import select as select_module
 from utils import validators
-from utils.data import hold_out_source_validation, load_mnist_and_mnistm
+from utils.data import builtin_domains, hold_out_source_validation
 
 K = 10
 
@@ -91,13 +91,13 @@ def test_spearman_matches_known_rankings():
 
 
 def test_source_validation_split_is_held_out_of_mnist_train(data_dir):
-    mnist, _ = load_mnist_and_mnistm(data_dir)
-    pool, val = hold_out_source_validation(mnist, SMALL_VAL_SIZE, seed=0)
+    source, _ = builtin_domains(data_dir)
+    pool, val = hold_out_source_validation(source, SMALL_VAL_SIZE, seed=0)
     assert len(val["labels"]) == SMALL_VAL_SIZE
-    assert len(pool["train"]) + SMALL_VAL_SIZE == len(mnist["train"])
-    assert not set(map(bytes, pool["train"])) & set(map(bytes, val["images"]))
+    assert len(pool["images"]) + SMALL_VAL_SIZE == len(source.train)
+    assert not set(map(bytes, pool["images"])) & set(map(bytes, val["images"]))
     # Capped at an eighth of a (small) training set rather than refused.
-    assert len(hold_out_source_validation(mnist, 1000, seed=0)[1]["labels"]) == len(mnist["train"]) // 8
+    assert len(hold_out_source_validation(source, 1000, seed=0)[1]["labels"]) == len(source.train) // 8
 
 
 def small_config(data_dir, name, **overrides):
@@ -114,10 +114,10 @@ def small_config(data_dir, name, **overrides):
 def test_trainer_says_when_the_source_split_is_capped(data_dir, tmp_path, capsys):
     from utils.trainer import Trainer
 
-    mnist, mnist_m = load_mnist_and_mnistm(data_dir)
-    Trainer(small_config(data_dir, "capped", source_val_size=1000), mnist, mnist_m,
+    source, target = builtin_domains(data_dir)
+    Trainer(small_config(data_dir, "capped", source_val_size=1000), source, target,
             output_root=str(tmp_path))
-    assert (f"source validation split: {len(mnist['train']) // 8} MNIST images, not 1000"
+    assert (f"source validation split: {len(source.train) // 8} MNIST images, not 1000"
             in capsys.readouterr().out)
 
 
@@ -127,7 +127,7 @@ def trained(data_dir, tmp_path_factory):
     from utils.trainer import Trainer
 
     root = str(tmp_path_factory.mktemp("validator_runs"))
-    trainer = Trainer(small_config(data_dir, "dann"), *load_mnist_and_mnistm(data_dir),
+    trainer = Trainer(small_config(data_dir, "dann"), *builtin_domains(data_dir),
                       output_root=root)
     trainer.fit(show_progress=False)
     return root, trainer
@@ -219,10 +219,12 @@ def test_validators_and_selection_never_read_the_mnist_m_test_set(data_dir, tmp_
     report-only test evaluation (stubbed here) reads them; select's picks load no data."""
     from utils.trainer import Trainer
 
-    mnist, mnist_m = load_mnist_and_mnistm(data_dir)
-    mnist_m = {**mnist_m, "val": Forbidden(len(mnist_m["val"])),
-               "val_label": Forbidden(len(mnist_m["val_label"]))}
-    trainer = Trainer(small_config(data_dir, "honest"), mnist, mnist_m, output_root=str(tmp_path))
+    import dataclasses
+
+    source, target = builtin_domains(data_dir)
+    target = dataclasses.replace(target, test=Forbidden(len(target.test)),
+                                 test_labels=Forbidden(len(target.test_labels)))
+    trainer = Trainer(small_config(data_dir, "honest"), source, target, output_root=str(tmp_path))
     monkeypatch.setattr(trainer, "evaluate", lambda whole=True: {
         "acc/label_acc": float("nan"), "acc/source_label_acc": 0.0, "acc/domain_acc": 0.0})
     trainer.fit(show_progress=False)
@@ -233,6 +235,7 @@ def test_validators_and_selection_never_read_the_mnist_m_test_set(data_dir, tmp_
     def no_data(*args, **kwargs):
         raise AssertionError("selection loaded a dataset")
 
+    monkeypatch.setattr(utils.data, "load_run_domains", no_data)
     monkeypatch.setattr(utils.data, "load_mnist_and_mnistm", no_data)
     monkeypatch.setattr(utils.runs, "load_test_sets", no_data)
     chosen = select_module.picks("honest", list(validators.NAMES), str(tmp_path))

@@ -80,7 +80,8 @@ def make_minimal_step(trainer):
     from model import build_dann
 
     config = trainer.config
-    dann = build_dann(config.input_shape, config.num_classes, input_norm=config.input_norm)
+    dann = build_dann(config.input_shape, config.num_classes, input_norm=config.input_norm,
+                      network=config.network)
     dann.gradient_reversal.grl_lambda.assign(0.5)
     optimizer = keras.optimizers.SGD(config.learning_rate, momentum=config.momentum)
     variables = dann.model.trainable_variables
@@ -145,7 +146,7 @@ def benchmark_training(trainer, rounds, project_steps, reference_steps):
 
 def make_plain_batches(trainer):
     """The training batches as plain tensors (no distribution), for the minimal step."""
-    from utils.pipeline import make_train_dataset
+    from utils.data.pipeline import make_train_dataset
 
     return make_train_dataset(*trainer.train_images, trainer.half_batch, trainer.config.seed)
 
@@ -200,7 +201,7 @@ def main(argv=None):
 
     from config.config import DANNConfig
     from config.recipes import recipe_fields
-    from utils.data import load_mnist_and_mnistm
+    from utils.data import load_run_domains
     from utils.trainer import Trainer
 
     build_seconds = (benchmark_build(args.mnist_path, args.bsds_path)
@@ -209,10 +210,10 @@ def main(argv=None):
     # No held-out split: it changes which images are drawn, not the cost of a step.
     config = DANNConfig(**{**recipe_fields(args.recipe), **overrides, "data_dir": args.data_dir,
                            "run_name": "benchmark", "target_val_size": 0})
-    mnist, mnist_m = load_mnist_and_mnistm(config.data_dir)
+    source, target = load_run_domains(config)
     keras.utils.set_random_seed(config.seed)
     with tempfile.TemporaryDirectory() as output_root:
-        trainer = Trainer(config, mnist, mnist_m, output_root=output_root)
+        trainer = Trainer(config, source, target, output_root=output_root)
         ms = benchmark_training(trainer, args.rounds, args.project_steps, args.reference_steps)
         pipeline_ms = benchmark_pipeline(trainer, 10 * args.project_steps)
     images = config.batch_size

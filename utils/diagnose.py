@@ -162,10 +162,9 @@ def main(argv=None):
     if not os.path.exists(checkpoint + ".index"):
         raise UserError(f"no checkpoint {checkpoint}; list checkpoints/{args.run}/ for the ckpt-N "
                         "names it holds")
-    from utils.data import load_mnist_and_mnistm
+    from utils.data import load_run_domains
 
-    mnist, mnist_m = load_mnist_and_mnistm(args.data_dir or config.data_dir, config.input_shape,
-                                           config.num_classes)
+    source, target = load_run_domains(config, args.data_dir)
     import keras
     import tensorflow as tf
 
@@ -178,7 +177,7 @@ def main(argv=None):
     import tempfile
 
     with tempfile.TemporaryDirectory() as scratch:
-        trainer = Trainer(config, mnist, mnist_m, output_root=scratch)
+        trainer = Trainer(config, source, target, output_root=scratch)
         trainer.checkpoint.restore(checkpoint).assert_existing_objects_matched()
         start = trainer.step
         rows, collapsed_at = replay(trainer, args.steps, args.stop_after_collapse)

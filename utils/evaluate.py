@@ -1,4 +1,4 @@
-"""Test-set evaluation of a trained run, MNIST -> MNIST-M.
+"""Test-set evaluation of a trained run (MNIST -> MNIST-M, or the run's own domains).
 
     python -m utils.evaluate --run <run> [--checkpoint PATH] [--compare-run <run>]
 
@@ -9,7 +9,7 @@ test sets, and the proxy A-distance d_A = 2 (1 - 2 eps) of Ben-David et al.
 (2007), which the journal version of the paper (Ganin et al., JMLR 2016) uses
 to show that DANN features make the domains harder to tell apart: eps is the
 held-out error of a fresh linear classifier trained to separate frozen G_f
-features of MNIST test images from those of MNIST-M test images.
+features of source test images from those of target test images.
 
 Target labels are used only for reporting, never to fit anything.
 Writes logs/<run>/evaluation.json and logs/<run>/confusion_matrix.png.
@@ -72,10 +72,12 @@ def predict(dann, images, batch_size):
 
 
 def evaluate_run(run, test_sets, output_root=".", checkpoint=None, seed=0):
-    """Evaluates `run` on ((MNIST images, labels), (MNIST-M images, labels)).
+    """Evaluates `run` on ((source images, labels), (target images, labels)).
 
-    Writes evaluation.json and confusion_matrix.png into logs/<run>/ and
-    returns the evaluation dict.
+    The target's labels may be None (an unlabelled target: no target
+    accuracy, only what needs no labels) and so may its images (no target
+    test set: source accuracy only). Writes evaluation.json and, with target
+    labels, confusion_matrix.png into logs/<run>/; returns the evaluation dict.
     """
     from sklearn.metrics import confusion_matrix
 
@@ -83,45 +85,57 @@ def evaluate_run(run, test_sets, output_root=".", checkpoint=None, seed=0):
     (source_images, source_labels), (target_images, target_labels) = test_sets
     source_features, source_classes, source_domain_logits = predict(
         dann, source_images, config.eval_batch_size)
-    target_features, target_classes, target_domain_logits = predict(
-        dann, target_images, config.eval_batch_size)
-
-    classes = list(range(config.num_classes))
-    target_confusion = confusion_matrix(target_labels, target_classes, labels=classes)
-    per_class_totals = target_confusion.sum(axis=1)
-    # G_d predicts MNIST-M (domain 1) for a positive logit.
-    source_domain_correct = source_domain_logits <= 0
-    target_domain_correct = target_domain_logits > 0
     evaluation = {
         "run": run,
         "mode": config.mode,
         "weights": find_run(run, output_root, checkpoint)[1],
+        "source": config.source,
+        "target": config.target_test or config.target,
         "source_accuracy": float(np.mean(source_classes == source_labels)),
-        "target_accuracy": float(np.mean(target_classes == target_labels)),
-        # None for a class absent from the test set: there is no accuracy to report.
-        "target_per_class_accuracy": {
-            str(label): (float(target_confusion[label, label] / total) if total else None)
-            for label, total in zip(classes, per_class_totals)},
-        "target_confusion_matrix": target_confusion.tolist(),
-        "domain_classifier_accuracy": {
-            "mnist_test": float(np.mean(source_domain_correct)),
-            "mnist_m_test": float(np.mean(target_domain_correct)),
-            "both": float(np.mean(np.concatenate([source_domain_correct, target_domain_correct]))),
-        },
+        "target_accuracy": None,
         "num_source_test": len(source_labels),
-        "num_target_test": len(target_labels),
+        "num_target_test": 0 if target_images is None else len(target_images),
         "seed": seed,
+    }
+    if target_images is None:
+        evaluation["note"] = ("the target has no test images: pass --target-test when training "
+                              "to measure target accuracy")
+        atomic_write_json(os.path.join(run_dirs(output_root, run)["logs"], "evaluation.json"),
+                          evaluation)
+        return evaluation
+    target_features, target_classes, target_domain_logits = predict(
+        dann, target_images, config.eval_batch_size)
+    # G_d predicts the target (domain 1) for a positive logit.
+    source_domain_correct = source_domain_logits <= 0
+    target_domain_correct = target_domain_logits > 0
+    evaluation["domain_classifier_accuracy"] = {
+        "source_test": float(np.mean(source_domain_correct)),
+        "target_test": float(np.mean(target_domain_correct)),
+        "both": float(np.mean(np.concatenate([source_domain_correct, target_domain_correct]))),
     }
     evaluation.update(proxy_a_distance(source_features, target_features, seed))
     log_dir = run_dirs(output_root, run)["logs"]
-    plot_confusion_matrix(target_confusion, f"{run} ({config.mode}): MNIST-M test, accuracy "
-                                            f"{evaluation['target_accuracy']:.3f}",
-                          os.path.join(log_dir, "confusion_matrix.png"))
+    if target_labels is None:
+        evaluation["note"] = "the target has no labels: no target accuracy"
+    else:
+        names = list(config.class_names)
+        classes = list(range(config.num_classes))
+        target_confusion = confusion_matrix(target_labels, target_classes, labels=classes)
+        per_class_totals = target_confusion.sum(axis=1)
+        evaluation["target_accuracy"] = float(np.mean(target_classes == target_labels))
+        # None for a class absent from the test set: there is no accuracy to report.
+        evaluation["target_per_class_accuracy"] = {
+            names[label]: (float(target_confusion[label, label] / total) if total else None)
+            for label, total in zip(classes, per_class_totals)}
+        evaluation["target_confusion_matrix"] = target_confusion.tolist()
+        plot_confusion_matrix(target_confusion, f"{run} ({config.mode}): target test, accuracy "
+                                                f"{evaluation['target_accuracy']:.3f}",
+                              os.path.join(log_dir, "confusion_matrix.png"), names)
     atomic_write_json(os.path.join(log_dir, "evaluation.json"), evaluation)
     return evaluation
 
 
-def plot_confusion_matrix(confusion, title, path):
+def plot_confusion_matrix(confusion, title, path, class_names=None):
     """Row-normalised confusion matrix with the raw counts written in each cell."""
     from utils.figures import new_figure, save_png
 
@@ -133,33 +147,44 @@ def plot_confusion_matrix(confusion, title, path):
         axis.text(predicted, true, str(count), ha="center", va="center", fontsize="x-small",
                   color="white" if rates[true, predicted] > 0.5 else "black")
     ticks = range(len(confusion))
-    axis.set(xticks=ticks, yticks=ticks, xlabel="predicted digit", ylabel="true digit")
+    names = class_names or [str(tick) for tick in ticks]
+    axis.set(xticks=ticks, yticks=ticks, xlabel="predicted class", ylabel="true class")
+    axis.set_xticklabels(names, rotation=90 if max(map(len, names)) > 2 else 0)
+    axis.set_yticklabels(names)
     return save_png(figure, path)
 
 
+def _accuracy(value):
+    return "n/a" if value is None else f"{value:.4f}"
+
+
 def format_report(evaluation):
-    per_class = " ".join(f"{label}:{'n/a' if value is None else f'{value:.3f}'}"
-                         for label, value in evaluation["target_per_class_accuracy"].items())
-    domain = evaluation["domain_classifier_accuracy"]
-    return "\n".join([
-        f"run {evaluation['run']} ({evaluation['mode']}), weights {evaluation['weights']}",
-        f"  source accuracy (MNIST test)    {evaluation['source_accuracy']:.4f}",
-        f"  target accuracy (MNIST-M test)  {evaluation['target_accuracy']:.4f}",
-        f"  target accuracy per class       {per_class}",
-        f"  domain classifier G_d accuracy  MNIST {domain['mnist_test']:.4f}, "
-        f"MNIST-M {domain['mnist_m_test']:.4f}, both {domain['both']:.4f}",
-        f"  proxy A-distance                {evaluation['proxy_a_distance']:.4f} "
-        f"(held-out error of a fresh linear domain classifier "
-        f"{evaluation['domain_probe_error']:.4f})",
-    ])
+    lines = [f"run {evaluation['run']} ({evaluation['mode']}), weights {evaluation['weights']}",
+             f"  source accuracy ({evaluation['source']} test)  {evaluation['source_accuracy']:.4f}",
+             f"  target accuracy ({evaluation['target']} test)  "
+             f"{_accuracy(evaluation['target_accuracy'])}"]
+    if "target_per_class_accuracy" in evaluation:
+        per_class = " ".join(f"{label}:{'n/a' if value is None else f'{value:.3f}'}"
+                             for label, value in evaluation["target_per_class_accuracy"].items())
+        lines.append(f"  target accuracy per class       {per_class}")
+    if "domain_classifier_accuracy" in evaluation:
+        domain = evaluation["domain_classifier_accuracy"]
+        lines += [f"  domain classifier G_d accuracy  source {domain['source_test']:.4f}, "
+                  f"target {domain['target_test']:.4f}, both {domain['both']:.4f}",
+                  f"  proxy A-distance                {evaluation['proxy_a_distance']:.4f} "
+                  f"(held-out error of a fresh linear domain classifier "
+                  f"{evaluation['domain_probe_error']:.4f})"]
+    if "note" in evaluation:
+        lines.append(f"  note: {evaluation['note']}")
+    return "\n".join(lines)
 
 
 def format_comparison(evaluations):
     rows = [("", lambda e: f"{e['run']} ({e['mode']})"),
-            ("proxy A-distance", lambda e: f"{e['proxy_a_distance']:.4f}"),
-            ("linear domain probe error", lambda e: f"{e['domain_probe_error']:.4f}"),
-            ("target accuracy", lambda e: f"{e['target_accuracy']:.4f}"),
-            ("source accuracy", lambda e: f"{e['source_accuracy']:.4f}")]
+            ("proxy A-distance", lambda e: _accuracy(e.get("proxy_a_distance"))),
+            ("linear domain probe error", lambda e: _accuracy(e.get("domain_probe_error"))),
+            ("target accuracy", lambda e: _accuracy(e["target_accuracy"])),
+            ("source accuracy", lambda e: _accuracy(e["source_accuracy"]))]
     width = max(len(fmt(e)) for _, fmt in rows for e in evaluations) + 2
     return "\n".join(f"{name:<26}" + "".join(f"{fmt(e):>{width}}" for e in evaluations)
                      for name, fmt in rows)
@@ -182,8 +207,8 @@ def main(argv=None):
     for run, checkpoint in checkpoints.items():
         evaluation = evaluate_run(run, test_sets, args.output_root, checkpoint, args.seed)
         print(format_report(evaluation))
-        print(f"  wrote {os.path.join(args.output_root, 'logs', run, 'evaluation.json')} and "
-              f"confusion_matrix.png")
+        wrote = " and confusion_matrix.png" if evaluation["target_accuracy"] is not None else ""
+        print(f"  wrote {os.path.join(args.output_root, 'logs', run, 'evaluation.json')}{wrote}")
         evaluations.append(evaluation)
     if len(evaluations) > 1:
         print(format_comparison(evaluations))

@@ -39,6 +39,8 @@ PUBLISHED = {
     "ICML 2015, Table 1": {"source_only": 0.5749, "dann": 0.8149, "target_only": 0.9891},
     "JMLR 2016, Table 2": {"source_only": 0.5225, "dann": 0.7666, "target_only": 0.9596},
 }
+# Config fields filled from the data when not given, and fields that act only on a collapse.
+ONLY_ON_COLLAPSE = {"on_collapse", "max_rollbacks"}
 # The train script's exit status for a run the collapse guard stopped.
 COLLAPSED_EXIT = 4
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -64,7 +66,7 @@ def saved_config_changes(recipe, mode, seed, output_root, data_dir, extra_flags)
     Returns "field old -> new" strings (empty when they are equal), or None
     when the run has no saved config.
     """
-    from config.config import DANNConfig
+    from config.config import FROM_DATA, DANNConfig
 
     name = run_name(recipe, mode, seed)
     saved_path = config_file(name, output_root)
@@ -73,8 +75,28 @@ def saved_config_changes(recipe, mode, seed, output_root, data_dir, extra_flags)
         return None
     saved = DANNConfig.load(saved_path).to_dict()
     wanted = requested.to_dict()
-    return [f"{field} {saved.get(field)!r} -> {wanted[field]!r}"
-            for field in sorted(wanted) if saved.get(field) != wanted[field]]
+    # A field asked for as None comes from the data (input shape, classes, network): the
+    # run saved what the data gave. What a collapse would do cannot matter to a run that
+    # finished without one.
+    ignored = {field for field, value in wanted.items() if value is None and field in FROM_DATA}
+    if _finished_without_collapse(name, output_root):
+        ignored |= ONLY_ON_COLLAPSE
+    return [f"{field} {_shown(saved.get(field))!r} -> {_shown(wanted[field])!r}"
+            for field in sorted(wanted)
+            if field not in ignored and _shown(saved.get(field)) != _shown(wanted[field])]
+
+
+def _shown(value):
+    """Lists and tuples alike (config.json stores tuples as lists)."""
+    return tuple(value) if isinstance(value, (list, tuple)) else value
+
+
+def _finished_without_collapse(name, output_root):
+    path = results_file(name, output_root)
+    if not os.path.exists(path):
+        return False
+    with open(path) as handle:
+        return not json.load(handle).get("collapsed")
 
 
 def check_reusable(recipe, mode, seed, output_root, data_dir, extra_flags):

@@ -52,6 +52,9 @@ class RunLock:
             return None
 
     def acquire(self):
+        # A folder made only to hold the lock goes with it (a run that fails before it
+        # writes anything leaves nothing behind).
+        self.made_folder = not os.path.isdir(self.folder)
         os.makedirs(self.folder, exist_ok=True)
         host = socket.gethostname()
         for attempt in range(50):
@@ -92,6 +95,11 @@ class RunLock:
             if holder and holder.get("pid") == os.getpid():
                 os.remove(self.path)
             self.held = False
+            if self.made_folder:
+                try:
+                    os.rmdir(self.folder)  # only while empty
+                except OSError:
+                    pass
 
     def __enter__(self):
         return self.acquire()

@@ -63,7 +63,8 @@ def load_run(run, output_root=".", checkpoint=None):
 
     from model import build_dann
 
-    dann = build_dann(config.input_shape, config.num_classes, input_norm=config.input_norm)
+    dann = build_dann(config.input_shape, config.num_classes, input_norm=config.input_norm,
+                      network=config.network)
     try:
         if path.endswith(".weights.h5"):
             dann.model.load_weights(path)
@@ -76,16 +77,25 @@ def load_run(run, output_root=".", checkpoint=None):
 
 
 def load_test_sets(config, data_dir=None):
-    """(MNIST, MNIST-M) test images and labels as (images, labels) pairs.
+    """(source, target) test images and labels of the run's domains, as (images, labels) pairs.
 
-    The pickles call the test split `val`. `data_dir` overrides the folder
+    These are the sets the trainer evaluates on: the source's test split (or,
+    without one, its validation split, which the run never trained on) and
+    the target's test split or --target-test. The target's pair is
+    (None, None) when it has no test images, and its labels None when they
+    are unknown. `data_dir` overrides the folder of the built-in pickles
     saved in the run's config.
     """
-    from utils.data import load_mnist_and_mnistm
+    from utils.data import hold_out_source_validation, load_run_domains
 
-    mnist, mnist_m = load_mnist_and_mnistm(data_dir or config.data_dir, config.input_shape,
-                                           config.num_classes)
-    return (mnist["val"], mnist["val_label"]), (mnist_m["val"], mnist_m["val_label"])
+    source, target = load_run_domains(config, data_dir)
+    if source.test is not None:
+        source_test = (source.test, source.test_labels)
+    else:
+        held_out = hold_out_source_validation(source, config.source_val_size,
+                                              config.target_val_seed)[1]
+        source_test = (held_out["images"], held_out["labels"])
+    return source_test, (target.test, target.test_labels)
 
 
 def apply_in_batches(model, inputs, batch_size):

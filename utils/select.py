@@ -119,6 +119,10 @@ def select(run, names, output_root=".", data_dir=None, test_sets=None):
     images, labels = target
     by_step = {}
     for name, pick in chosen.items():
+        if labels is None:
+            # An unlabelled target: the picks stand, but nothing can score them.
+            pick["target_test_accuracy"] = None
+            continue
         # Validators that chose the same step chose the same weights: evaluate once.
         if pick["step"] not in by_step:
             _, dann = load_run(run, output_root, pick["checkpoint"])
@@ -133,11 +137,17 @@ def select(run, names, output_root=".", data_dir=None, test_sets=None):
 
 
 def format_selection(selection):
-    lines = [f"run {selection['run']}: final step {selection['final_step']}, MNIST-M test "
+    if selection["final_target_test_accuracy"] is None:
+        lines = [f"run {selection['run']}: final step {selection['final_step']}; the target has "
+                 "no test labels, so the picks below cannot be scored"]
+        lines += [f"  {name:<10} picks step {pick['step']:>6} ({pick['checkpoint']}), score "
+                  f"{pick['score']:.4f}" for name, pick in selection["picks"].items()]
+        return "\n".join(lines)
+    lines = [f"run {selection['run']}: final step {selection['final_step']}, target test "
              f"accuracy {selection['final_target_test_accuracy']:.4f}"]
     for name, pick in selection["picks"].items():
         lines.append(f"  {name:<10} picks step {pick['step']:>6} ({pick['checkpoint']}), score "
-                     f"{pick['score']:.4f}, MNIST-M test accuracy {pick['target_test_accuracy']:.4f} "
+                     f"{pick['score']:.4f}, target test accuracy {pick['target_test_accuracy']:.4f} "
                      f"({pick['target_test_accuracy'] - selection['final_target_test_accuracy']:+.4f} "
                      "vs final)")
     return "\n".join(lines)

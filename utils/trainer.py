@@ -21,9 +21,10 @@ from model import build_dann
 from utils import schedules
 from utils.data import (hold_out_source_validation, hold_out_target_validation, pixel_mean,
                         seeded_subset_indices)
+from utils.data.domains import fill_config, pool_size_problem
 from utils.checkpoints import checkpoint_path, checkpoint_problem, discard_after, resume_candidates
 from utils.collapse_guard import Collapsed, CollapseGuard, Rollbacks
-from utils.pipeline import make_train_dataset
+from utils.data.pipeline import make_train_dataset
 from utils.runs import FINAL_WEIGHTS, run_dirs
 from utils.io import (UserError, atomic_save, atomic_write_json, atomic_write_text,
                       ensure_writable_dir)
@@ -120,6 +121,10 @@ def _logged_step(line):
     return int(head[1]) if len(head) == 2 and head[0] == "step" and head[1].isdigit() else 0
 
 
+def _optional(scalars, tag):
+    return float(scalars[tag]) if tag in scalars else None
+
+
 def _next_multiple(step, every):
     """The first multiple of `every` after `step`."""
     return (step // every + 1) * every
@@ -128,37 +133,66 @@ def _next_multiple(step, every):
 class Trainer:
     """Builds the DANN, its optimizer, input pipeline and checkpoint for one run.
 
-    Labelled images come from MNIST (MNIST-M in `target_only` mode), unlabelled
-    ones from the other domain; domain label 0 is MNIST and 1 is MNIST-M.
+    `source` and `target` are Domains (utils/data/domains.py). Labelled images
+    come from the source (the target in `target_only` mode), unlabelled ones
+    from the other domain; domain label 0 is the source and 1 the target.
     """
 
-    def __init__(self, config, mnist, mnist_m, output_root=".", strategy=None):
-        self.config = config
+    def __init__(self, config, source, target, output_root=".", strategy=None):
+        self.config = fill_config(config, source, target)
         self.dirs = run_dirs(output_root, config.run_name)
         self.strategy = strategy or create_strategy(config.strategy)
         self.half_batch = config.batch_size // 2
+        if config.mode == "target_only" and not target.labelled:
+            raise UserError(f"--mode target_only trains on the target's labels, but --target "
+                            f"{target.spec} has none; give it class folders or use another mode")
         # The labelled validation split leaves the training pool before anything
-        # else sees MNIST-M train, so no mode ever trains on it.
-        mnist_m_pool, self.target_val = hold_out_target_validation(
-            mnist_m, config.target_val_size, config.target_val_seed)
+        # else sees the target's training images, so no mode ever trains on it.
+        # At most an eighth of the target's images, like the source split: 1,000 of MNIST-M's
+        # 59,001, but a smaller target of the user's keeps most of its images for training.
+        target_val_size = min(config.target_val_size, len(target.train) // 8) if target.labelled else 0
+        if target.labelled and target_val_size < config.target_val_size:
+            print(f"target validation split: {target_val_size} {target.title} images, not "
+                  f"{config.target_val_size} (at most an eighth of the target's training images "
+                  "is held out)", flush=True)
+        if config.target_val_size and not target.labelled:
+            print(f"the target {target.title} has no labels: no target validation split and no "
+                  "target accuracy; the label-free validators still choose checkpoints "
+                  "(python -m utils.select)", flush=True)
+        target_pool, self.target_val = hold_out_target_validation(
+            target, target_val_size, config.target_val_seed)
         # Likewise the source validation split of the validators (utils/validators.py)
-        # leaves MNIST train in every mode, labelled or unlabelled.
-        mnist_pool, self.source_val = hold_out_source_validation(
-            mnist, config.source_val_size, config.target_val_seed)
+        # leaves the source's training images in every mode, labelled or unlabelled.
+        source_pool, self.source_val = hold_out_source_validation(
+            source, config.source_val_size, config.target_val_seed)
         if len(self.source_val["labels"]) < config.source_val_size:
-            print(f"source validation split: {len(self.source_val['labels'])} MNIST images, not "
-                  f"{config.source_val_size} (at most an eighth of MNIST train is held out)")
-        self.mnist, self.mnist_m = mnist, mnist_m
-        labelled, unlabelled = ((mnist_m_pool, mnist_pool) if config.mode == "target_only"
-                                else (mnist_pool, mnist_m_pool))
+            print(f"source validation split: {len(self.source_val['labels'])} {source.title} "
+                  f"images, not {config.source_val_size} (at most an eighth of the source's "
+                  "training images is held out)")
+        self.source, self.target = source, target
+        # The test sets evaluated at validation points: a source without a test split is
+        # measured on its validation split, which it never trains on either.
+        self.test_sets = {
+            "target": (target.test, target.test_labels) if target.test is not None else None,
+            "source": ((source.test, source.test_labels) if source.test is not None
+                       else (self.source_val["images"], self.source_val["labels"])
+                       if len(self.source_val["labels"]) else None),
+        }
+        labelled, unlabelled = ((target_pool, source_pool) if config.mode == "target_only"
+                                else (source_pool, target_pool))
+        for name, pool in (("the source", source_pool), ("the target", target_pool)):
+            problem = pool_size_problem(name, len(pool["images"]), self.half_batch)
+            if problem:
+                raise UserError(problem)
         self.labelled_domain = 1.0 if config.mode == "target_only" else 0.0
         self.adapt = config.mode == "dann"
-        self.train_images = (labelled["train"], labelled["train_label"], unlabelled["train"])
+        self.train_images = (labelled["images"], labelled["labels"], unlabelled["images"])
         self.eval_subsets = self._eval_subsets()
 
         with self.strategy.scope():
-            mean = pixel_mean(mnist_pool["train"], mnist_m_pool["train"])
-            self.dann = build_dann(config.input_shape, config.num_classes, mean, config.input_norm)
+            mean = pixel_mean(source_pool["images"], target_pool["images"])
+            self.dann = build_dann(config.input_shape, config.num_classes, mean, config.input_norm,
+                                   config.network)
             self.learning_rate = schedules.AnnealedLearningRate(
                 config.learning_rate, config.lr_alpha, config.lr_beta, config.total_steps)
             # Clipping the global gradient norm bounds what one batch can do to the weights
@@ -172,7 +206,8 @@ class Trainer:
             self.clock = RunClock()
             # Recipe components (config/recipes.py), each a module of its own.
             self.weight_average = (WeightAverage(self.dann.model, build_dann(
-                config.input_shape, config.num_classes, mean, config.input_norm).model,
+                config.input_shape, config.num_classes, mean, config.input_norm,
+                config.network).model,
                 config.ema_decay) if config.ema_decay > 0 else None)
         self.target_losses = self._target_losses() if self.adapt else []
         # Guards beside the NaN check: probes on the first labelled training images.
@@ -212,7 +247,7 @@ class Trainer:
                 self._validator_outputs,
                 input_signature=[tf.TensorSpec((None,) + tuple(config.input_shape), tf.uint8)])
             self.validators = ValidatorSuite(
-                self.source_val, mnist_pool["train"], mnist_m_pool["train"], self.validator_outputs,
+                self.source_val, source_pool["images"], target_pool["images"], self.validator_outputs,
                 self.dirs["logs"], self.dirs["checkpoints"], seed=config.target_val_seed,
                 batch_size=config.eval_batch_size)
 
@@ -247,7 +282,9 @@ class Trainer:
             indices = seeded_subset_indices(count, self.config.eval_subset, rng)
             return None if len(indices) == count else indices  # None: the whole set
 
-        return {"mnist_m": subset(len(self.mnist_m["val"])), "mnist": subset(len(self.mnist["val"]))}
+        # The target's subset is drawn first (the order of the first release's draws).
+        return {name: subset(len(self.test_sets[name][0])) if self.test_sets[name] else None
+                for name in ("target", "source")}
 
     @property
     def step(self):
@@ -384,49 +421,62 @@ class Trainer:
         return features, self.eval_model.get_layer("label_classifier")(features, training=False)
 
     def evaluate_domain(self, images, labels, domain_label):
-        """Label loss/accuracy and domain loss/accuracy of one test set, in large batches."""
+        """Label loss/accuracy (NaN without labels) and domain loss/accuracy of one test set,
+        in large batches."""
         sums = np.zeros(4)
         for start in range(0, len(images), self.config.eval_batch_size):
             chunk = slice(start, start + self.config.eval_batch_size)
             class_logits, domain_logits = self.predict(images[chunk])
-            chunk_labels = labels[chunk].astype(np.int32)
-            sums += [
-                tf.reduce_sum(tf.nn.sparse_softmax_cross_entropy_with_logits(chunk_labels,
-                                                                             class_logits)),
-                np.sum(np.argmax(class_logits, axis=1) == chunk_labels),
+            if labels is not None:
+                chunk_labels = labels[chunk].astype(np.int32)
+                sums[:2] += [
+                    tf.reduce_sum(tf.nn.sparse_softmax_cross_entropy_with_logits(chunk_labels,
+                                                                                 class_logits)),
+                    np.sum(np.argmax(class_logits, axis=1) == chunk_labels)]
+            sums[2:] += [
                 tf.reduce_sum(tf.nn.sigmoid_cross_entropy_with_logits(
                     tf.fill(tf.shape(domain_logits), domain_label), domain_logits)),
                 np.sum((domain_logits.numpy() > 0) == (domain_label > 0.5)),
             ]
+        if labels is None:
+            sums[:2] = np.nan
         return sums / len(images)
 
     def evaluate(self, whole=True):
-        """Validation scalars: label metrics on MNIST-M test, domain metrics on both test sets,
-        MNIST test accuracy and, with a held-out split, its MNIST-M validation accuracy.
+        """Validation scalars: label metrics on the target test set, domain metrics on both test
+        sets, the source test accuracy and, with a held-out split, the target validation accuracy.
 
-        `whole=False` uses the fixed subsets of `eval_subset` images per test set.
+        `whole=False` uses the fixed subsets of `eval_subset` images per test set. A metric
+        that needs labels (or a test set) the domains do not have is left out.
         """
-        def test_set(name, data):
+        def test_set(name):
             indices = None if whole else self.eval_subsets[name]
+            images, labels = self.test_sets[name]
             if indices is None:
-                return data["val"], data["val_label"]
-            return data["val"][indices], data["val_label"][indices]
+                return images, labels
+            return images[indices], None if labels is None else labels[indices]
 
-        target_images, target_labels = test_set("mnist_m", self.mnist_m)
-        source_images, source_labels = test_set("mnist", self.mnist)
-        target = self.evaluate_domain(target_images, target_labels, 1.0)
-        source = self.evaluate_domain(source_images, source_labels, 0.0)
-        n_target, n_source = len(target_labels), len(source_labels)
-        # Domain metrics are means over both test sets pooled, like L_d in training.
-        domain_loss, domain_acc = (target[2:] * n_target + source[2:] * n_source) / (n_target + n_source)
-        scalars = {
-            "loss/label_loss": target[0],
-            "loss/domain_loss": domain_loss,
-            "loss/total_loss": target[0] + domain_loss,
-            "acc/label_acc": target[1],
-            "acc/domain_acc": domain_acc,
-            "acc/source_label_acc": source[1],
-        }
+        results = {}
+        for name, domain_label in (("target", 1.0), ("source", 0.0)):
+            if self.test_sets[name] is not None:
+                images, labels = test_set(name)
+                results[name] = (len(images), self.evaluate_domain(images, labels, domain_label))
+        scalars = {}
+        target = results.get("target", (0, np.full(4, np.nan)))[1]
+        if not np.isnan(target[0]):
+            scalars["loss/label_loss"] = target[0]
+        if len(results) == 2:
+            # Domain metrics are means over both test sets pooled, like L_d in training.
+            count = sum(n for n, _ in results.values())
+            domain_loss, domain_acc = sum(n * values[2:] for n, values in results.values()) / count
+            scalars["loss/domain_loss"] = domain_loss
+            if "loss/label_loss" in scalars:
+                scalars["loss/total_loss"] = target[0] + domain_loss
+            if not np.isnan(target[1]):
+                scalars["acc/label_acc"] = target[1]
+            scalars["acc/domain_acc"] = domain_acc
+        if "source" in results and not np.isnan(results["source"][1][1]):
+            scalars["acc/source_label_acc"] = results["source"][1][1]
         if len(self.target_val["labels"]):
             scalars["acc/target_val_acc"] = self.evaluate_domain(
                 self.target_val["images"], self.target_val["labels"], 1.0)[1]
@@ -679,7 +729,7 @@ class Trainer:
             # The MNIST-M test accuracy evaluate() computed anyway is stored for the
             # study's judgement only: no checkpoint is ever kept because of it.
             self.validators.update(step, scores, {"target_test_accuracy": float(
-                validation["acc/label_acc"]), "whole_test_set": bool(whole)},
+                validation.get("acc/label_acc", np.nan)), "whole_test_set": bool(whole)},
                 self.eval_model.save_weights,
                 seconds=time.perf_counter() - started)
             line += " | validators " + " ".join(f"{name}={value:.4f}"
@@ -709,10 +759,11 @@ class Trainer:
             "seed": self.config.seed,
             "epochs": self.config.epochs,
             "steps": self.step,
-            "target_accuracy": float(validation["acc/label_acc"]),
+            # None: the domains have no labels (or test set) to measure it on.
+            "target_accuracy": _optional(validation, "acc/label_acc"),
             "target_val_accuracy": float(validation.get("acc/target_val_acc", float("nan"))),
-            "source_accuracy": float(validation["acc/source_label_acc"]),
-            "domain_accuracy": float(validation["acc/domain_acc"]),
+            "source_accuracy": _optional(validation, "acc/source_label_acc"),
+            "domain_accuracy": _optional(validation, "acc/domain_acc"),
             "wall_seconds": round(wall_seconds, 2),
             "ms_per_step": round(1000.0 * train_seconds / max(timed_steps, 1), 3),
             # Steps the ms/step is measured over: all but each chunk's first call.

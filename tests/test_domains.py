@@ -1,0 +1,275 @@
+"""Your own domains (issue 18): image folders and .npz files as source, target and target test."""
+import json
+import os
+
+import cv2
+import numpy as np
+import pytest
+
+import train_MNIST2MNIST_M
+from tests.conftest import SMALL_VAL_SIZE, assert_one_line_failure, run_script
+from utils.data import builtin_domains, load_run_domains
+from utils.data import files as domain_files
+from utils.io import UserError
+
+TINY_RUN = ["--epochs", "1", "--steps-per-epoch", "4", "--batch-size", "8",
+            "--eval-batch-size", "16", "--no-progress"]
+
+
+@pytest.fixture(scope="module")
+def folders(data_dir, tmp_path_factory):
+    """The synthetic MNIST and MNIST-M pickles written as class folders (utils.export_folders),
+    plus MNIST-M with an unlabelled (flat) train split."""
+    from utils import export_folders
+
+    out = tmp_path_factory.mktemp("folders")
+    export_folders.main(["--data-dir", data_dir, "--out", str(out)])
+    export_folders.main(["--data-dir", data_dir, "--out", str(out / "flat"), "--domains",
+                         "mnist_m", "--unlabelled", "mnist_m"])
+    return out
+
+
+def config_for(data_dir, **fields):
+    from config.config import DANNConfig
+
+    return DANNConfig(data_dir=data_dir, batch_size=8, target_val_size=SMALL_VAL_SIZE, **fields)
+
+
+def write_png(path, image):
+    os.makedirs(os.path.dirname(path), exist_ok=True)
+    assert cv2.imwrite(str(path), image)
+
+
+def image_folder(root, sizes_by_class, channels=3, seed=0):
+    """A class-folder domain of random images: {class: [(h, w), ...]}."""
+    rng = np.random.default_rng(seed)
+    for name, sizes in sizes_by_class.items():
+        for index, (height, width) in enumerate(sizes):
+            shape = (height, width) if channels == 1 else (height, width, channels)
+            write_png(os.path.join(root, name, f"{index}.png"),
+                      rng.integers(0, 256, shape, dtype=np.uint8))
+    return str(root)
+
+
+def test_exported_folders_hold_the_pickles_pixels_by_class(data_dir, folders):
+    source, target = load_run_domains(config_for(data_dir, source=str(folders / "mnist"),
+                                                 target=str(folders / "mnist_m")))
+    pickled_source, pickled_target = builtin_domains(data_dir)
+    for loaded, pickled in ((source, pickled_source), (target, pickled_target)):
+        assert loaded.class_names == tuple(str(digit) for digit in range(10))
+        assert loaded.shape == (28, 28, 3) and loaded.labelled
+        # Listed class by class, in file order: the pickle's images sorted stably by label.
+        order = np.argsort(pickled.train_labels, kind="stable")
+        np.testing.assert_array_equal(loaded.train, pickled.train[order])
+        np.testing.assert_array_equal(loaded.train_labels, pickled.train_labels[order])
+        order = np.argsort(pickled.test_labels, kind="stable")
+        np.testing.assert_array_equal(loaded.test, pickled.test[order])
+
+
+def test_decoded_images_are_cached_and_decoded_again_when_a_file_changes(data_dir, folders,
+                                                                         monkeypatch, capsys):
+    config = config_for(data_dir, source=str(folders / "mnist"), target=str(folders / "mnist_m"))
+    load_run_domains(config)  # the fixture's run may not have cached them yet
+    capsys.readouterr()
+    decoded = []
+    original = domain_files.decode_files
+    monkeypatch.setattr(domain_files, "decode_files",
+                        lambda paths, *args: decoded.append(len(paths)) or original(paths, *args))
+    first, _ = load_run_domains(config)
+    assert decoded == [] and "decoding" not in capsys.readouterr().out
+    # A file rewritten (new size and time) changes the key: that split is decoded again.
+    changed = folders / "mnist" / "train" / "3"
+    path = sorted(changed.iterdir())[0]
+    image = cv2.imread(str(path))
+    image[0, 0] = 255 - image[0, 0]
+    write_png(path, image)
+    os.utime(path, ns=(os.stat(path).st_atime_ns, os.stat(path).st_mtime_ns + 10 ** 9))
+    again, _ = load_run_domains(config)
+    assert decoded == [len(first.train)]
+    caches = os.listdir(folders / "mnist" / ".dann-cache")
+    assert len([name for name in caches if name.startswith("train-")]) == 1  # the stale one went
+    assert not np.array_equal(again.train, first.train)
+
+
+def test_dann_trains_on_folders_and_records_shape_classes_and_network(data_dir, folders, tmp_path,
+                                                                      capsys):
+    train_MNIST2MNIST_M.main(["--source", str(folders / "mnist"), "--target",
+                              str(folders / "mnist_m"), "--target-val-size", str(SMALL_VAL_SIZE),
+                              "--output-root", str(tmp_path), "--run-name", "folders", *TINY_RUN])
+    out = capsys.readouterr().out
+    assert "network mnist (chosen by input size" in out and "input 28x28x3" in out
+    results = json.loads((tmp_path / "logs" / "folders" / "results.json").read_text())
+    assert 0 <= results["target_accuracy"] <= 1 and 0 <= results["target_val_accuracy"] <= 1
+    saved = json.loads((tmp_path / "config" / "folders" / "config.json").read_text())
+    assert saved["input_shape"] == [28, 28, 3] and saved["network"] == "mnist"
+    assert saved["class_names"] == [str(digit) for digit in range(10)] and saved["num_classes"] == 10
+    # The tools take the run as they take a built-in one.
+    from utils import evaluate
+
+    evaluate.main(["--run", "folders", "--output-root", str(tmp_path)])
+    assert "target accuracy" in capsys.readouterr().out
+    # Resuming re-reads the same folders (from the cache) and finds the run finished.
+    train_MNIST2MNIST_M.main(["--run-name", "folders", "--resume", "--output-root", str(tmp_path)])
+    assert "is already finished" in capsys.readouterr().out
+
+
+def test_unlabelled_target_reports_no_target_accuracy_and_still_scores_validators(
+        data_dir, folders, tmp_path, capsys):
+    flat = folders / "flat" / "mnist_m" / "train"  # a flat folder: no labels, no test split
+    train_MNIST2MNIST_M.main(["--source", str(folders / "mnist"), "--target", str(flat),
+                              "--output-root", str(tmp_path), "--run-name", "unlabelled",
+                              *TINY_RUN])
+    out = capsys.readouterr().out
+    assert "has no labels: no target validation split and no target accuracy" in out
+    results = json.loads((tmp_path / "logs" / "unlabelled" / "results.json").read_text())
+    assert results["target_accuracy"] is None and results["domain_accuracy"] is None
+    assert 0 <= results["source_accuracy"] <= 1
+    assert "validators source_acc=" in (tmp_path / "logs" / "unlabelled" / "log.txt").read_text()
+    # The same flat train split with its labelled test/ beside it: test accuracy, no val split.
+    train_MNIST2MNIST_M.main(["--source", str(folders / "mnist"), "--target",
+                              str(folders / "flat" / "mnist_m"), "--output-root", str(tmp_path),
+                              "--run-name", "labelled_test", *TINY_RUN])
+    results = json.loads((tmp_path / "logs" / "labelled_test" / "results.json").read_text())
+    assert 0 <= results["target_accuracy"] <= 1 and results["target_val_accuracy"] != \
+        results["target_val_accuracy"]  # NaN: no labelled split to hold out
+
+
+def test_npz_source_grey_becomes_rgb_beside_a_colour_target(data_dir, folders, tmp_path):
+    from tests.conftest import synthetic_mnist
+
+    x_train, y_train, x_test, y_test = synthetic_mnist(num_train=64, num_test=16)
+    path = tmp_path / "digits.npz"
+    np.savez(path, x_train=x_train, y_train=y_train, x_test=x_test, y_test=y_test)
+    source, target = load_run_domains(config_for(data_dir, source=str(path),
+                                                 target=str(folders / "mnist_m")))
+    assert source.shape == (28, 28, 3) and target.shape == (28, 28, 3)
+    np.testing.assert_array_equal(source.train[..., 1], x_train)  # grey repeated into RGB
+    assert source.class_names == tuple(str(d) for d in range(10))
+    # --target-test: a labelled set the target accuracy is measured on instead.
+    _, target = load_run_domains(config_for(data_dir, source=str(path), target=str(path),
+                                            target_test=str(folders / "mnist_m")))
+    assert len(target.test) == len(builtin_domains(data_dir)[1].test)
+
+
+def test_mixed_sizes_need_input_shape_and_are_then_resized_as_keras_does(data_dir, tmp_path):
+    import tensorflow as tf
+
+    sizes = {"a": [(30, 30)] * 5, "b": [(30, 30)] * 4 + [(36, 40)]}
+    source = image_folder(tmp_path / "source", sizes)
+    with pytest.raises(UserError, match=r"images of mixed sizes \(30x30, but .*b/4.png is 36x40\); "
+                                        r"pass --input-shape"):
+        load_run_domains(config_for(data_dir, source=source, target=source))
+    loaded, _ = load_run_domains(config_for(data_dir, source=source, target=source,
+                                            input_shape=(32, 32, 1)))
+    assert loaded.shape == (32, 32, 1)
+    original = cv2.imread(os.path.join(source, "b", "4.png"))[..., ::-1]
+    grey = tf.image.rgb_to_grayscale(tf.cast(original, tf.float32))
+    expected = np.round(np.clip(tf.image.resize(tf.round(grey), [32, 32]).numpy(), 0, 255))
+    np.testing.assert_array_equal(loaded.train[-1], expected.astype(np.uint8))
+
+
+def test_the_paper_networks_and_the_default_by_input_size(data_dir, tmp_path):
+    from model import NETWORKS, build_dann, default_network, get_network
+
+    assert [default_network((s, s, 3)) for s in (28, 32, 40, 64)] == ["mnist", "svhn", "gtsrb",
+                                                                      "gtsrb"]
+    svhn = build_dann((32, 32, 3), 5, network="svhn")
+    assert [layer.name for layer in svhn.feature_extractor.layers if "conv" in layer.name] == [
+        "conv1", "conv2", "conv3"]
+    assert [svhn.label_classifier.get_layer(f"fc{i}").units for i in (1, 2)] == [3072, 2048]
+    assert [svhn.domain_classifier.get_layer(f"fc{i}").units for i in (1, 2)] == [1024, 1024]
+    gtsrb = build_dann((40, 40, 3), 43, network="gtsrb")
+    assert gtsrb.feature_extractor.output.shape[-1] == 2 * 2 * 256
+    assert [gtsrb.feature_extractor.get_layer(f"conv{i}").filters for i in (1, 2, 3)] == [96, 144, 256]
+    assert gtsrb.label_classifier.get_layer("fc1").units == 512
+    assert NETWORKS["mnist"].min_input_size() == 16
+    with pytest.raises(UserError, match=r"--input-shape 20,20,3 is too small for --network gtsrb, "
+                                        r"which needs at least 32x32"):
+        get_network("gtsrb", (20, 20, 3))
+
+
+def run_fails(tmp_path, capsys, argv, *fragments):
+    """In process: the train script raises one UserError naming `fragments`, writes no run."""
+    with pytest.raises(UserError) as error:
+        train_MNIST2MNIST_M.main([*argv, "--output-root", str(tmp_path / "out"), "--run-name",
+                                  "bad", *TINY_RUN])
+    message = str(error.value)
+    assert "\n" not in message
+    for fragment in fragments:
+        assert fragment in message, message
+    assert not any((tmp_path / "out" / kind / "bad").exists()
+                   for kind in ("logs", "checkpoints", "config"))
+    return message
+
+
+BAD_DOMAINS = {
+    "missing folder": (lambda root, good: ["--source", str(root / "nowhere"), "--target", good],
+                       ["--source", "no such folder or .npz file"]),
+    "empty folder": (lambda root, good: [
+        "--source", str(os.makedirs(root / "empty") or root / "empty"), "--target", good],
+        ["holds no images"]),
+    "class folder without images": (lambda root, good: [
+        "--source", image_folder(root / "noimg", {"a": [(28, 28)] * 8}) and
+        str(os.makedirs(root / "noimg" / "b") or root / "noimg"), "--target", good],
+        ["class folder", "noimg/b holds no images"]),
+    "corrupt image": (lambda root, good: [
+        "--source", str(image_folder(root / "corrupt", {"a": [(28, 28)] * 8, "b": [(28, 28)] * 8})
+                        and ((root / "corrupt" / "b" / "3.png").write_bytes(b"\x89PNG not really")
+                             and root / "corrupt")), "--target", good],
+        ["corrupt/b/3.png is not a readable image"]),
+    "source without labels": (lambda root, good: [
+        "--source", str(root / "flatsrc"), "--target", good],
+        ["--source", "has no labels"]),
+    "classes differ": (lambda root, good: [
+        "--source", good, "--target", image_folder(root / "other", {"0": [(28, 28)] * 8,
+                                                                    "cat": [(28, 28)] * 8})],
+        ["classes of --target", "only in it: cat", "missing: 1, 2"]),
+    "npz missing a key": (lambda root, good: [
+        "--source", str(np.savez(root / "nokey.npz", x_train=np.zeros((8, 28, 28), np.uint8),
+                                 y_train=np.zeros(8, np.int64)) or root / "nokey.npz"),
+        "--target", good], ["has no x_test, y_test"]),
+    "npz of objects": (lambda root, good: [
+        "--source", str(np.savez(root / "objects.npz", x_train=np.array([None, 1], object),
+                                 y_train=np.zeros(2), x_test=np.zeros((2, 28, 28), np.uint8),
+                                 y_test=np.zeros(2)) or root / "objects.npz"),
+        "--target", good], ["x_train cannot be read without pickle"]),
+    "one-image source": (lambda root, good: [
+        "--source", image_folder(root / "one", {"0": [(28, 28)]}),
+        "--target", image_folder(root / "eight", {"0": [(28, 28)] * 8})],
+        ["the source has 1 training image left for training, fewer than the 4 per step",
+         "lower --batch-size"]),
+    "target test with unknown classes": (lambda root, good: [
+        "--source", good, "--target", good, "--target-test",
+        image_folder(root / "unknown", {"0": [(28, 28)] * 4, "zebra": [(28, 28)] * 4})],
+        ["--target-test", "classes the source does not have: zebra"]),
+    "input shape too small": (lambda root, good: [
+        "--source", good, "--target", good, "--input-shape", "12,12,3"],
+        ["--input-shape 12,12,3 is too small for --network mnist"]),
+}
+
+
+@pytest.mark.parametrize("case", sorted(BAD_DOMAINS))
+def test_bad_domains_fail_in_one_line_before_anything_is_written(case, folders, tmp_path, capsys):
+    make, fragments = BAD_DOMAINS[case]
+    os.makedirs(tmp_path / "flatsrc")
+    for index in range(8):
+        write_png(tmp_path / "flatsrc" / f"{index}.png", np.zeros((28, 28, 3), np.uint8))
+    run_fails(tmp_path, capsys, make(tmp_path, str(folders / "mnist_m")), *fragments)
+
+
+def test_non_images_are_counted_in_one_line_and_a_bad_folder_exits_2(folders, tmp_path, capsys):
+    (folders / "mnist" / "train" / "0" / "notes.txt").write_text("not an image")
+    (folders / "mnist" / "train" / "README.md").write_text("beside the classes")
+    try:
+        load_run_domains(config_for("unused", source=str(folders / "mnist"),
+                                    target=str(folders / "mnist")))
+    finally:
+        os.remove(folders / "mnist" / "train" / "0" / "notes.txt")
+        os.remove(folders / "mnist" / "train" / "README.md")
+    lines = [line for line in capsys.readouterr().out.splitlines() if "ignored" in line]
+    assert len(lines) == 2  # once per role, each one line
+    assert "ignored 2 files that are not an image in a class folder" in lines[0]
+    completed = run_script("train_MNIST2MNIST_M.py", "--source", tmp_path / "missing",
+                           "--target", folders / "mnist_m", "--output-root", tmp_path)
+    assert completed.returncode == 2
+    assert_one_line_failure(completed, "no such folder or .npz file")

@@ -1,0 +1,196 @@
+"""Domains: the one place where a run's source, target and target test set are loaded and checked.
+
+A domain is named on the command line by a SPEC (`--source`, `--target`,
+`--target-test`), one of:
+
+  * `mnist` or `mnist_m`: the built-in pickles in --data-dir
+    (utils/data/builtin.py, written by create_mnistm.py);
+  * a folder in the layout of `keras.utils.image_dataset_from_directory`:
+    one subfolder per class (class names sorted) holding .png, .jpg, .jpeg,
+    .bmp or .gif files, optionally below `train/` and `test/`; or a flat
+    folder of images, which is an unlabelled domain (utils/data/files.py);
+  * a `.npz` in the layout of Keras' `mnist.npz` (`x_train`, `y_train`,
+    `x_test`, `y_test`), read with allow_pickle=False (utils/data/files.py).
+
+The source must have labels. The target may be unlabelled: its labels, when
+it has them, are used only for evaluation and the validation split. The
+classes of the three must agree by name: the target's are the source's, and
+the target test set's are among them. Image size and channels come from
+the data (the source's first image; colour wins over grey), unless
+`--input-shape` is given, in which case every image is resized to it the way
+Keras resizes (bilinear).
+"""
+import dataclasses
+import os
+from typing import Optional, Tuple
+
+import numpy as np
+
+from utils.io import UserError
+
+BUILTIN = ("mnist", "mnist_m")
+
+
+@dataclasses.dataclass
+class Domain:
+    """One domain's images (uint8, N x H x W x C) and labels (indices into `class_names`).
+
+    `train_labels` is None for an unlabelled domain (its test split may still
+    be labelled); `test` is None when the domain has no test split.
+    """
+
+    spec: str
+    title: str
+    class_names: Tuple[str, ...]
+    train: np.ndarray
+    train_labels: Optional[np.ndarray]
+    test: Optional[np.ndarray] = None
+    test_labels: Optional[np.ndarray] = None
+
+    @property
+    def labelled(self):
+        return self.train_labels is not None
+
+    @property
+    def shape(self):
+        return tuple(int(n) for n in self.train.shape[1:])
+
+
+def is_builtin(spec):
+    return spec in BUILTIN
+
+
+def describe_spec(spec):
+    """How a SPEC is shown in messages: MNIST, MNIST-M, or the path."""
+    from utils.data.builtin import TITLES
+
+    return TITLES.get(spec, spec)
+
+
+def _probe(spec, flag, data_dir):
+    """(size (H, W), channels) of the first image of `spec`, without decoding it all."""
+    if is_builtin(spec):
+        return (28, 28), 3
+    from utils.data import files
+
+    return files.probe(spec, flag)
+
+
+def resolve_shape(specs, input_shape, data_dir):
+    """The network's input shape: `input_shape` when given, else from the data.
+
+    `specs` is [(flag, spec)], the source first. Height and width are the
+    source's; every other domain must have them too (or --input-shape resizes
+    all). Channels are 3 if any domain is colour (RGBA counts as colour: its
+    alpha is dropped), else 1.
+    """
+    if input_shape is not None:
+        return tuple(input_shape)
+    probes = [(flag, spec, *_probe(spec, flag, data_dir)) for flag, spec in specs]
+    _, _, size, _ = probes[0]
+    for flag, spec, other, _ in probes[1:]:
+        if other != size:
+            raise UserError(f"--source images are {size[0]}x{size[1]} but {flag} images are "
+                            f"{other[0]}x{other[1]}; pass --input-shape H,W,C (e.g. "
+                            f"{size[0]},{size[1]},3) to resize every image to one size")
+    channels = 3 if any(c >= 3 for *_, c in probes) else 1
+    return (size[0], size[1], channels)
+
+
+def load_domain(spec, flag, data_dir, input_shape, resize, num_classes=None):
+    """The Domain `spec` at `input_shape` (images of another size are resized only if `resize`)."""
+    if is_builtin(spec):
+        from utils.data.builtin import builtin_domain
+
+        return builtin_domain(spec, data_dir, input_shape, num_classes)
+    from utils.data import files
+
+    return files.load(spec, flag, input_shape, resize)
+
+
+def _class_difference(names, expected):
+    missing = [name for name in expected if name not in names]
+    extra = [name for name in names if name not in expected]
+    parts = []
+    if extra:
+        parts.append("only in it: " + ", ".join(extra[:10]) + (" ..." if len(extra) > 10 else ""))
+    if missing:
+        parts.append("missing: " + ", ".join(missing[:10]) + (" ..." if len(missing) > 10 else ""))
+    return "; ".join(parts)
+
+
+def _remap(labels, names, source_names):
+    """Labels indexing `names` re-expressed as indices into `source_names`."""
+    lookup = np.array([source_names.index(name) for name in names], np.int64)
+    return lookup[labels]
+
+
+def load_run_domains(config, data_dir=None):
+    """(source, target) of a run, checked against each other; the target's test split is
+    `--target-test` when given. Fills nothing in: see `fill_config`."""
+    data_dir = data_dir or config.data_dir
+    specs = [("--source", config.source), ("--target", config.target)]
+    if config.target_test:
+        specs.append(("--target-test", config.target_test))
+    shape = resolve_shape(specs, config.input_shape, data_dir)
+    resize = config.input_shape is not None
+    loaded = [load_domain(spec, flag, data_dir, shape, resize, config.num_classes)
+              for flag, spec in specs]
+    source, target = loaded[:2]
+    if not source.labelled:
+        raise UserError(f"--source {source.spec} has no labels: DANN needs a labelled source; "
+                        "give it one subfolder per class (or y_train/y_test in a .npz)")
+    names = list(source.class_names)
+    if target.labelled and list(target.class_names) != names:
+        raise UserError(f"the classes of --target {target.spec} differ from those of --source "
+                        f"{source.spec} ({_class_difference(target.class_names, names)}); "
+                        "name the class folders alike in both")
+    flag, test = "--target", target
+    if config.target_test:
+        flag, test = "--target-test", loaded[2]
+    images, labels = ((test.test, test.test_labels) if test.test is not None
+                      else (test.train, test.train_labels) if test is not target else (None, None))
+    if labels is not None:
+        # A test set may lack classes, but every class it has must be one of the source's.
+        unknown = [name for name in test.class_names if name not in names]
+        if unknown:
+            raise UserError(f"{flag} {test.spec} has test classes the source does not have: "
+                            f"{', '.join(unknown[:10])}; remove them or rename them to source "
+                            "classes")
+        labels = _remap(labels, list(test.class_names), names)
+    target = dataclasses.replace(target, test=images, test_labels=labels)
+    return source, target
+
+
+def fill_config(config, source, target):
+    """Sets the config fields that come from the data (input shape, classes, network) and
+    checks the ones given against it; returns the config."""
+    from model import default_network, get_network
+
+    shape = source.shape
+    if config.input_shape is not None and tuple(config.input_shape) != shape:
+        raise UserError(f"the domains hold {'x'.join(map(str, shape))} images but --input-shape "
+                        f"is {','.join(map(str, config.input_shape))}")
+    names = tuple(source.class_names)
+    if config.class_names is not None and tuple(config.class_names) != names:
+        raise UserError(f"the run's classes were {', '.join(config.class_names)} but the data now "
+                        f"has {', '.join(names)} ({_class_difference(names, config.class_names)}); "
+                        "train on the data the run was started with")
+    if config.num_classes is not None and config.num_classes != len(names):
+        raise UserError(f"--num-classes is {config.num_classes} but the source has "
+                        f"{len(names)} classes; drop --num-classes (it comes from the data)")
+    config.input_shape, config.class_names, config.num_classes = shape, names, len(names)
+    if config.network is None:
+        config.network = default_network(shape)
+    get_network(config.network, shape)  # an input too small for it is refused here
+    return config
+
+
+def pool_size_problem(name, count, half_batch):
+    """Why a training pool of `count` images cannot feed batches of `half_batch` (or None)."""
+    if count < half_batch:
+        return (f"{name} has {count} training image{'s' if count != 1 else ''} left for "
+                f"training, fewer than the {half_batch} per step each domain gives; add images "
+                f"or lower --batch-size (to {2 * max(1, count // 2) if count > 1 else 2} or less)")
+    return None
+
