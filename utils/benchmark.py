@@ -16,7 +16,15 @@ Times, in one process and with the three loops alternating round by round:
     on the mixed batch, and writes a summary every step;
 and once each: the input pipeline alone, and a full `create_mnistm.py` build
 (when --mnist-path and --bsds-path are given).
+
+    python -m utils.benchmark --decode-folder model_data/folders/mnist
+
+times instead the loading of an image-folder domain (utils/data/files.py), each
+in a fresh process: the first decode (its cache deleted first), then the
+cached load; and the peak memory the load adds to the process, against the
+size of the uint8 arrays it returns.
 """
+import argparse
 import os
 import platform
 import statistics
@@ -189,14 +197,79 @@ def parse_args(argv=None):
     parser.add_argument("--mnist-path", help="time a full MNIST-M build from this mnist.npz "
                                              "(default: no build is timed)")
     parser.add_argument("--bsds-path", help="... and this BSR_bsds500.tgz (default: none)")
+    parser.add_argument("--decode-folder", metavar="FOLDER",
+                        help="time only the loading of this image-folder domain: first decode "
+                             "and cached load (default: time training)")
+    parser.add_argument("--decode-probe", metavar="FOLDER", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if min(args.rounds, args.project_steps, args.reference_steps) <= 0:
         raise UserError("--rounds, --project-steps and --reference-steps must be positive")
     return args
 
 
+def decode_probe(folder):
+    """In this process: load `folder` as a domain; print seconds, peak memory added, array bytes."""
+    import json
+    import resource
+
+    import tensorflow as tf  # noqa: F401 -- imported before the baseline, as a run has it
+
+    from utils.data import files
+    from utils.data.domains import resolve_shape
+
+    def rss_bytes():
+        with open("/proc/self/statm") as handle:
+            return int(handle.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+
+    baseline = rss_bytes()
+    start = time.perf_counter()
+    domain = files.load(folder, "--source", resolve_shape([("--source", folder)], None, None),
+                        False)
+    seconds = time.perf_counter() - start
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+    arrays = domain.train.nbytes + (domain.test.nbytes if domain.test is not None else 0)
+    print(json.dumps({"seconds": seconds, "added_bytes": peak - baseline, "array_bytes": arrays,
+                      "images": len(domain.train) + (len(domain.test) if domain.test is not None
+                                                     else 0),
+                      "train_images": len(domain.train)}))
+
+
+def benchmark_decode(folder):
+    """{"first": ..., "cached": ...} of decode_probe, each in a fresh process."""
+    import json
+    import shutil
+    import subprocess
+    import sys
+
+    from utils.data.files import CACHE_FOLDER
+
+    if not os.path.isdir(folder):
+        raise UserError(f"--decode-folder {folder} is not a folder; write one with "
+                        "`python -m utils.export_folders`")
+    shutil.rmtree(os.path.join(folder, CACHE_FOLDER), ignore_errors=True)
+    results = {}
+    for kind in ("first", "cached"):
+        output = subprocess.run([sys.executable, "-m", "utils.benchmark", "--decode-probe", folder],
+                                capture_output=True, text=True, check=True).stdout
+        results[kind] = json.loads(output.strip().splitlines()[-1])
+    return results
+
+
 def main(argv=None):
     args = parse_args(argv)
+    if args.decode_probe:
+        return decode_probe(args.decode_probe)
+    if args.decode_folder:
+        results = benchmark_decode(args.decode_folder)
+        print(f"CPU: {cpu_model()}; loading {args.decode_folder}: "
+              f"{results['first']['images']} images ({results['first']['train_images']} train)")
+        for kind, label in (("first", "first decode (no cache)"), ("cached", "cached load")):
+            result = results[kind]
+            print(f"{label:<26}{result['seconds']:>8.2f} s   peak memory added "
+                  f"{result['added_bytes'] / 2 ** 20:>7.0f} MiB = "
+                  f"{result['added_bytes'] / result['array_bytes']:.2f}x the "
+                  f"{result['array_bytes'] / 2 ** 20:.0f} MiB of uint8 images")
+        return None
     import keras
 
     from config.config import DANNConfig

@@ -135,7 +135,10 @@ def imported_config(run_name, data_dir):
     from config.recipes import recipe_fields
 
     return DANNConfig(**{**recipe_fields("original"), "mode": "dann", "learning_rate": 0.01,
-                         "momentum": 0.9, "data_dir": data_dir, "run_name": run_name})
+                         "momentum": 0.9, "data_dir": data_dir, "run_name": run_name,
+                         "input_shape": (28, 28, 3), "num_classes": NUM_CLASSES,
+                         "class_names": tuple(str(d) for d in range(NUM_CLASSES)),
+                         "network": "mnist"})
 
 
 def build_imported_model(layers, pixel_mean_255):

@@ -161,11 +161,13 @@ def summarise(results_by_mode):
     for mode, runs in results_by_mode.items():
         finished = [run for run in runs if not run.get("collapsed")]
         collapsed = [run for run in runs if run.get("collapsed")]
-        accuracies = [run["target_accuracy"] for run in finished]
+        # An unlabelled target has no accuracy to average (None in results.json).
+        scored = [run for run in finished if run["target_accuracy"] is not None]
+        accuracies = [run["target_accuracy"] for run in scored]
         val_accuracies = [run.get("target_val_accuracy", float("nan")) for run in finished]
         mean, std = _mean_std(accuracies)
         val_mean, val_std = _mean_std(val_accuracies)
-        worst = min(finished, key=lambda run: run["target_accuracy"], default=None)
+        worst = min(scored, key=lambda run: run["target_accuracy"], default=None)
         summary[mode] = {
             "target_accuracy_mean": mean,
             "target_accuracy_std": std,
@@ -180,7 +182,8 @@ def summarise(results_by_mode):
             # Collapses a run went back from (--on-collapse rollback) and then finished.
             "rollbacks": [[run["seed"], entry["collapsed_at"]] for run in finished
                           for entry in run.get("rollbacks", [])],
-            "source_accuracy_mean": _mean_std([run["source_accuracy"] for run in finished])[0],
+            "source_accuracy_mean": _mean_std([run["source_accuracy"] for run in finished
+                                               if run["source_accuracy"] is not None])[0],
             "steps": runs[0]["steps"] if not finished else finished[0]["steps"],
             # Whole command (start-up, data loading, training, evaluation, saving).
             "wall_minutes_mean": statistics.mean(run["process_wall_seconds"] for run in runs) / 60,

@@ -1,6 +1,7 @@
 """t-SNE of the feature extractor's output, source-only vs DANN, as in Fig. 2 of
-Ganin & Lempitsky (2015): MNIST test images in blue, MNIST-M test images in red,
-each point drawn as its digit. Adaptation should mix the two colours.
+Ganin & Lempitsky (2015): source test images (MNIST) in blue, target test images
+(MNIST-M) in red, each point drawn as its class (a dot for classes with long
+names or no labels). Adaptation should mix the two colours.
 
     python -m utils.visualize_features --source-only-run <run> --dann-run <run>
         [--out logs/<dann run>/figures/tsne.png] [--num 2000] [--seed 0]
@@ -23,7 +24,7 @@ PCA_DIMENSIONS = 50
 # embedding of 2000 + 2000 points costs about 12 s of CPU instead of about 45 s.
 TSNE_ITERATIONS = 500
 TSNE_ANGLE = 0.8
-DOMAIN_STYLES = (("MNIST", "tab:blue"), ("MNIST-M", "tab:red"))
+DOMAIN_COLOURS = ("tab:blue", "tab:red")
 
 
 def parse_args(argv=None):
@@ -44,11 +45,25 @@ def parse_args(argv=None):
     return parser.parse_args(argv)
 
 
-def seeded_subset(test_sets, num, seed):
-    """The same `num` random test images (and labels) of each domain for every model."""
+def domain_names(config):
+    """(source, target) as the figure names them: MNIST, MNIST-M, or the folder names."""
+    from utils.data.domains import describe_spec
+
+    return tuple(os.path.basename(os.path.normpath(describe_spec(spec)))
+                 for spec in (config.source, config.target_test or config.target))
+
+
+def seeded_subset(test_sets, num, seed, names=("MNIST", "MNIST-M")):
+    """The same `num` random test images (and labels, -1 when unknown) of each domain for
+    every model."""
     rng = np.random.default_rng(seed)
     subsets = []
-    for (images, labels), (name, _) in zip(test_sets, DOMAIN_STYLES):
+    for (images, labels), name in zip(test_sets, names):
+        if images is None:
+            raise UserError(f"the target {name} has no test images to embed; train with "
+                            "--target-test, or give the target a test/ folder")
+        if labels is None:
+            labels = np.full(len(images), -1)
         if num > len(images):
             raise UserError(f"--num {num} exceeds the {len(images)} {name} test images; "
                             f"pass --num {len(images)} or less")
@@ -74,21 +89,24 @@ def embed(features, seed):
                     angle=TSNE_ANGLE, random_state=seed, n_jobs=1).fit_transform(reduced)
 
 
-def plot_embeddings(panels, domains, labels, path):
-    """One panel per (title, embedding); colour is the domain, the marker the digit."""
+def plot_embeddings(panels, domains, labels, path, names=("MNIST", "MNIST-M"), class_names=None):
+    """One panel per (title, embedding); colour is the domain, the marker the class."""
     from matplotlib.lines import Line2D
 
     from utils.figures import new_figure, save_png
 
+    styles = tuple(zip(names, DOMAIN_COLOURS))
     legend = [Line2D([], [], linestyle="", marker="s", color=colour, label=f"{name} test")
-              for name, colour in DOMAIN_STYLES]
-    title = "t-SNE of feature-extractor outputs (MNIST: blue, MNIST-M: red)"
+              for name, colour in styles]
+    title = f"t-SNE of feature-extractor outputs ({names[0]}: blue, {names[1]}: red)"
     figure, axes = new_figure(len(panels), panel_size=(7.0, 7.0), title=title)
     for axis, (title, embedding) in zip(axes, panels):
-        for domain, (name, colour) in enumerate(DOMAIN_STYLES):
-            for digit in np.unique(labels[domains == domain]):
-                points = embedding[(domains == domain) & (labels == digit)]
-                axis.scatter(points[:, 0], points[:, 1], marker=f"${digit}$", s=30, c=colour,
+        for domain, (name, colour) in enumerate(styles):
+            for label in np.unique(labels[domains == domain]):
+                points = embedding[(domains == domain) & (labels == label)]
+                text = str(label) if class_names is None or label < 0 else class_names[label]
+                marker = f"${text}$" if label >= 0 and len(text) <= 2 else "."
+                axis.scatter(points[:, 0], points[:, 1], marker=marker, s=30, c=colour,
                              alpha=0.6, linewidths=0)
         axis.set(title=title, xticks=[], yticks=[])
         axis.legend(handles=legend, loc="upper right")
@@ -104,8 +122,10 @@ def main(argv=None):
     configs = {run: find_run(run, args.output_root)[0] for _, run in runs}
     out = args.out or os.path.join(args.output_root, "logs", args.dann_run, "figures", "tsne.png")
 
-    test_sets = load_test_sets(configs[args.source_only_run], args.data_dir)
-    subsets = seeded_subset(test_sets, args.num, args.seed)
+    config = configs[args.source_only_run]
+    test_sets = load_test_sets(config, args.data_dir)
+    names = domain_names(config)
+    subsets = seeded_subset(test_sets, args.num, args.seed, names)
     images = np.concatenate([images for images, _ in subsets])
     labels = np.concatenate([labels for _, labels in subsets])
     domains = np.repeat([0, 1], args.num)
@@ -118,7 +138,7 @@ def main(argv=None):
         print(f"{kind} run {run}: t-SNE of {len(features)} points took "
               f"{time.perf_counter() - start:.1f} s")
         panels.append((f"{kind}: {run} ({config.mode})", embedding))
-    print(f"wrote {plot_embeddings(panels, domains, labels, out)}")
+    print(f"wrote {plot_embeddings(panels, domains, labels, out, names, config.class_names)}")
 
 
 if __name__ == "__main__":

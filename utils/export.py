@@ -1,0 +1,82 @@
+"""Exports a trained run as a TensorFlow SavedModel that needs no code from this repository.
+
+    python -m utils.export --run <run> --out exported/<run>
+
+The SavedModel is written with Keras' own exporter (`keras.export.ExportArchive`).
+Its `serve` endpoint, also the `serving_default` signature, takes uint8 images
+[N, H, W, C] of the run's input shape and returns class probabilities
+[N, K]: the input normalisation is inside the model, so nothing but decoding
+and resizing is left to the caller. The class names, in the order of the
+probabilities, are in class_names.txt beside saved_model.pb. Load it with
+
+    import tensorflow as tf
+    model = tf.saved_model.load("exported/<run>")
+    probabilities = model.serve(tf.zeros([1, 28, 28, 3], tf.uint8))
+
+The folder appears whole or not at all: it is written beside --out, then
+renamed into place.
+"""
+import os
+import shutil
+
+from utils.io import ArgumentParser, UserError, atomic_write_text, ensure_writable_dir, run_main
+from utils.runs import find_run, load_run
+
+
+def parse_args(argv=None):
+    parser = ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--run", required=True, help="trained run, as given to --run-name")
+    parser.add_argument("--out", required=True, help="folder to write the SavedModel to")
+    parser.add_argument("--checkpoint", help="weights to export instead of the run's final ones")
+    parser.add_argument("--output-root", default=".",
+                        help="folder holding logs/, checkpoints/ and config/ (default: .)")
+    parser.add_argument("--overwrite", action="store_true",
+                        help="replace --out if it exists (default: refuse)")
+    return parser.parse_args(argv)
+
+
+def export(run, out, output_root=".", checkpoint=None):
+    """Writes the SavedModel of `run` to `out`; returns the class names."""
+    import keras
+    import tensorflow as tf
+
+    from utils.predict import class_names
+
+    config, dann = load_run(run, output_root, checkpoint)
+    model = dann.model
+
+    def serve(images):
+        return tf.nn.softmax(model(images, training=False)[0])
+
+    archive = keras.export.ExportArchive()
+    archive.track(model)
+    archive.add_endpoint(name="serve", fn=serve, input_signature=[
+        tf.TensorSpec((None,) + tuple(config.input_shape), tf.uint8, name="images")])
+    partial = os.path.join(os.path.dirname(os.path.abspath(out)), f".partial-{os.path.basename(out)}")
+    shutil.rmtree(partial, ignore_errors=True)
+    names = class_names(config)
+    try:
+        archive.write_out(partial, verbose=False)
+        atomic_write_text(os.path.join(partial, "class_names.txt"), "\n".join(names) + "\n")
+        if os.path.exists(out):
+            shutil.rmtree(out)
+        os.replace(partial, out)
+    except BaseException:
+        shutil.rmtree(partial, ignore_errors=True)
+        raise
+    return names
+
+
+def main(argv=None):
+    args = parse_args(argv)
+    find_run(args.run, args.output_root, args.checkpoint)
+    if os.path.exists(args.out) and not args.overwrite:
+        raise UserError(f"{args.out} exists; pass --overwrite to replace it, or another --out")
+    ensure_writable_dir(os.path.dirname(os.path.abspath(args.out)))
+    names = export(args.run, args.out, args.output_root, args.checkpoint)
+    print(f"wrote the SavedModel of run {args.run} to {args.out}: serve(uint8 images "
+          f"[N, ...]) -> probabilities of {len(names)} classes ({args.out}/class_names.txt)")
+
+
+if __name__ == "__main__":
+    run_main(main)
