@@ -29,7 +29,7 @@ from utils.data import MNIST_M_PICKLE, MNIST_PICKLE, load_run_domains
 from utils.data.domains import fill_config, is_builtin
 from utils.io import (ArgumentParser, UserError, ensure_writable_dir, free_space, one_line,
                       run_main)
-from utils.run_lock import RunLock
+from utils.training.run_lock import RunLock
 from utils.runs import config_file, results_file, run_dirs
 
 # What TensorFlow's file writers say when the disk or the folder fails them.
@@ -199,7 +199,7 @@ def main(argv=None):
     import keras
     import tensorflow as tf
 
-    from utils.trainer import Trainer
+    from utils.training.trainer import Trainer
 
     keras.utils.set_random_seed(config.seed)
     if config.deterministic:
@@ -219,8 +219,8 @@ def train(trainer, args):
     """fit() with every way it can stop turned into one line and the shell's exit status."""
     import tensorflow as tf
 
-    from utils.collapse_guard import Collapsed
-    from utils.trainer import Diverged, Interrupted
+    from utils.training.collapse_guard import Collapsed
+    from utils.training.trainer import Diverged, Interrupted
 
     config = trainer.config
     resume_command = (f"python train_MNIST2MNIST_M.py --run-name {config.run_name} --resume"

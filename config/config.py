@@ -144,14 +144,14 @@ class DANNConfig:
         (utils/validators.py, `python -m utils.select`); at most an eighth of
         MNIST train; 0 disables them.
       ema_decay: decay of an exponential moving average of the weights that is
-        evaluated and saved instead of the raw weights (utils/weight_average.py);
+        evaluated and saved instead of the raw weights (utils/training/weight_average.py);
         0 disables.
       entropy_weight: weight of the target conditional-entropy loss
-        (utils/target_entropy.py, Grandvalet & Bengio 2004); 0 disables.
+        (utils/training/target_entropy.py, Grandvalet & Bengio 2004); 0 disables.
       entropy_start: training progress p in [0, 1) at which that weight starts
         to ramp up.
       vat_weight: weight of virtual adversarial training on target images
-        (utils/virtual_adversarial.py, Miyato et al., TPAMI 2018; the second
+        (utils/training/virtual_adversarial.py, Miyato et al., TPAMI 2018; the second
         target term of VADA, Shu et al., ICLR 2018); 0 disables. An update costs
         about twice as much once it is on (`improved`, VAT on for the second
         half: 20.0 ms per update over the run, against 13.4 ms without VAT).
@@ -173,7 +173,7 @@ class DANNConfig:
         more amortise the per-call overhead, and a stop signal waits for at
         most this many updates. Does not change what is computed.
       collapse_probe_size: labelled training images on which the collapse guard
-        (utils/collapse_guard.py) checks, before every checkpoint and at the end,
+        (utils/training/collapse_guard.py) checks, before every checkpoint and at the end,
         that G_f and G_y still have live ReLU units and an output that depends
         on the image; a dead run stops with exit status 4 and results.json
         says "collapsed": true. 0 disables the guard.

@@ -8,8 +8,8 @@ import pytest
 
 import train_MNIST2MNIST_M
 from tests.conftest import SMALL_VAL_SIZE, assert_one_line_failure
-from utils.collapse_guard import CollapseGuard
-from utils.trainer import Trainer
+from utils.training.collapse_guard import CollapseGuard
+from utils.training.trainer import Trainer
 
 
 def kill_layer(layer):

@@ -13,9 +13,9 @@ import pytest
 
 import train_MNIST2MNIST_M
 from tests.conftest import ROOT, SMALL_VAL_SIZE, assert_one_line_failure
-from utils.checkpoints import checkpoint_problem, checkpoint_steps
+from utils.training.checkpoints import checkpoint_problem, checkpoint_steps
 from utils.io import UserError, run_main
-from utils.run_lock import RunLock
+from utils.training.run_lock import RunLock
 from utils.summaries import read_scalars
 
 TRAIN_SCRIPT = "train_MNIST2MNIST_M.py"
@@ -61,7 +61,7 @@ def assert_each_step_once(log_dir, total_steps):
 
 def test_run_with_no_checkpoint_resumes_from_step_0_and_logs_each_step_once(data_dir, tmp_path,
                                                                               capsys, monkeypatch):
-    from utils.trainer import Trainer
+    from utils.training.trainer import Trainer
 
     # A run killed before its first checkpoint: config and logs written, no ckpt-N.
     original = Trainer.save_checkpoint
@@ -173,7 +173,7 @@ def test_resume_from_a_chosen_checkpoint_and_refuse_a_damaged_one(finished_run, 
 
 
 def test_full_disk_is_one_line_exit_2_and_the_run_resumes(data_dir, tmp_path, capsys, monkeypatch):
-    from utils.trainer import Trainer
+    from utils.training.trainer import Trainer
 
     original = Trainer.save_checkpoint
 

@@ -14,10 +14,10 @@ from tests.conftest import SMALL_VAL_SIZE
 from utils.data import builtin_domains, hold_out_target_validation
 from utils.io import UserError
 from utils.summaries import read_scalars
-from utils.target_entropy import TargetEntropy, conditional_entropy
-from utils.trainer import Trainer
-from utils.virtual_adversarial import TargetVAT, kl_from_logits, virtual_adversarial_perturbation
-from utils.weight_average import WeightAverage
+from utils.training.target_entropy import TargetEntropy, conditional_entropy
+from utils.training.trainer import Trainer
+from utils.training.virtual_adversarial import TargetVAT, kl_from_logits, virtual_adversarial_perturbation
+from utils.training.weight_average import WeightAverage
 
 
 def parse(argv):
@@ -251,7 +251,7 @@ def test_target_vat_enters_the_gradient_with_its_scheduled_weight(data_dir, tmp_
     def relative_error(got, want):
         return float(np.linalg.norm(got.numpy() - want.numpy()) / np.linalg.norm(want.numpy()))
 
-    # VAT's direction comes from a finite-difference gradient (utils/virtual_adversarial.py,
+    # VAT's direction comes from a finite-difference gradient (utils/training/virtual_adversarial.py,
     # XI), so float32 rounding that differs between the two computations (G_y on the target
     # half alone or on the whole batch) moves it slightly; measured: up to 3e-5 absolute on
     # weights whose gradients reach 0.3, depending on the initialisation. The wiring is

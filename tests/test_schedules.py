@@ -3,7 +3,7 @@ import math
 import numpy as np
 import pytest
 
-from utils import schedules
+from utils.training import schedules
 
 
 @pytest.mark.parametrize("p", [0.0, 0.5, 1.0])

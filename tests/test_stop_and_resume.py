@@ -20,7 +20,7 @@ import tensorflow as tf
 
 from tests.conftest import (ROOT, SMALL_VAL_SIZE, assert_one_line_failure, run_script,
                             script_messages)
-from utils.checkpoints import checkpoint_steps
+from utils.training.checkpoints import checkpoint_steps
 from utils.summaries import read_scalars
 
 TRAIN_SCRIPT = "train_MNIST2MNIST_M.py"
@@ -181,7 +181,7 @@ def test_divergence_stops_cleanly_and_last_good_checkpoint_loads(data_dir, tmp_p
     import train_MNIST2MNIST_M
     from config.config import DANNConfig
     from utils.data import builtin_domains
-    from utils.trainer import Trainer
+    from utils.training.trainer import Trainer
 
     # In-process, to spare one TensorFlow import: the script handles divergence
     # inside main() itself, so the exit status and stderr are the shell's.

@@ -15,7 +15,7 @@ and records, per step:
   * the norm of the update each layer then received (weights after minus
     before: the learning rate and SGD momentum included);
   * the live ReLU units of every layer on the collapse guard's probe images
-    (utils/collapse_guard.py).
+    (utils/training/collapse_guard.py).
 
 It writes logs/<R>/diagnostics/replay-<N>.csv (one row per step) and prints
 the steps around the first one the guard would call collapsed. Nothing of
@@ -168,7 +168,7 @@ def main(argv=None):
     import keras
     import tensorflow as tf
 
-    from utils.trainer import Trainer
+    from utils.training.trainer import Trainer
 
     keras.utils.set_random_seed(config.seed)
     if config.deterministic:

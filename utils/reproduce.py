@@ -126,7 +126,7 @@ def train(recipe, mode, seed, output_root, data_dir, extra_flags):
         print(f"== {name}: {' '.join(command[1:])}", flush=True)
         start = time.perf_counter()
         status = subprocess.call(command)
-        # Exit status 4: the collapse guard stopped the run (utils/collapse_guard.py). Its
+        # Exit status 4: the collapse guard stopped the run (utils/training/collapse_guard.py). Its
         # results.json says so, and the row counts it as collapsed rather than averaging it.
         if status != 0 and not (status == COLLAPSED_EXIT and os.path.exists(results_path)):
             raise UserError(f"run {name} failed with exit status {status}; fix it and rerun "
@@ -151,7 +151,7 @@ def _mean_std(values):
 def summarise(results_by_mode):
     """Per mode: mean and sample std of the final-step accuracies, steps and wall minutes.
 
-    A collapsed run (utils/collapse_guard.py) has no final-step accuracy: the
+    A collapsed run (utils/training/collapse_guard.py) has no final-step accuracy: the
     means are over the runs that finished, and the row lists the collapsed
     seeds and counts them, so a collapse is never averaged in silently nor
     left out unsaid. The worst seed is the finished run with the lowest
@@ -213,7 +213,7 @@ def to_markdown(summary, recipe):
     lines = [
         f"MNIST -> MNIST-M, recipe `{recipe}`: accuracy at the final step, mean ± std over the "
         "seeds listed that finished; a collapsed run (the label classifier died, "
-        "utils/collapse_guard.py) has no final accuracy and is counted in its own column, beside "
+        "utils/training/collapse_guard.py) has no final accuracy and is counted in its own column, beside "
         "the collapses a finished run rolled back from (--on-collapse rollback). "
         "\"val\" is the labelled split held out of MNIST-M train (settings are chosen on it); "
         "\"test\" is the MNIST-M test set.",

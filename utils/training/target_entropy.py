@@ -17,7 +17,7 @@ model's mistakes on the target domain before the features are aligned.
 """
 import tensorflow as tf
 
-from utils import schedules
+from utils.training import schedules
 
 
 def conditional_entropy(logits):

@@ -27,8 +27,8 @@ def delayed_ramp(step, total_steps, start, gamma):
     """0 until p reaches `start`, then lambda's shape over the rest of training:
     2 / (1 + exp(-gamma * q)) - 1 with q = (p - start) / (1 - start).
 
-    The weight schedule of the recipe's target losses (utils/target_entropy.py,
-    utils/virtual_adversarial.py): they start once the features are aligned.
+    The weight schedule of the recipe's target losses (utils/training/target_entropy.py,
+    utils/training/virtual_adversarial.py): they start once the features are aligned.
     """
     q = tf.maximum(progress(step, total_steps) - start, 0.0) / max(1.0 - start, 1e-8)
     return grl_lambda(q, gamma)

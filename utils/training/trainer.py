@@ -18,21 +18,21 @@ import tensorflow as tf
 from tqdm import tqdm
 
 from model import build_dann
-from utils import schedules
+from utils.training import schedules
 from utils.data import (hold_out_source_validation, hold_out_target_validation, pixel_mean,
                         seeded_subset_indices)
 from utils.data.domains import fill_config, pool_size_problem
-from utils.checkpoints import checkpoint_path, checkpoint_problem, discard_after, resume_candidates
-from utils.collapse_guard import Collapsed, CollapseGuard, Rollbacks
+from utils.training.checkpoints import checkpoint_path, checkpoint_problem, discard_after, resume_candidates
+from utils.training.collapse_guard import Collapsed, CollapseGuard, Rollbacks
 from utils.data.pipeline import make_train_dataset
 from utils.runs import FINAL_WEIGHTS, run_dirs
 from utils.io import (UserError, atomic_save, atomic_write_json, atomic_write_text,
                       ensure_writable_dir)
 from utils.summaries import (create_writers, format_validation_line, truncate_events,
                              write_scalars)
-from utils.target_entropy import TargetEntropy
-from utils.virtual_adversarial import TargetVAT
-from utils.weight_average import WeightAverage
+from utils.training.target_entropy import TargetEntropy
+from utils.training.virtual_adversarial import TargetVAT
+from utils.training.weight_average import WeightAverage
 
 # Exit status of a run stopped by a signal, as a shell reports it (128 + signal number).
 SIGNAL_EXIT = {signal.SIGINT: 130, signal.SIGTERM: 143}
@@ -491,7 +491,7 @@ class Trainer:
                            f"checkpoint: {last}. Try a lower --learning-rate.")
 
     def _check_collapse(self):
-        """Raises Collapsed when the guard finds the label classifier dead (utils/collapse_guard.py)."""
+        """Raises Collapsed when the guard finds the label classifier dead (utils/training/collapse_guard.py)."""
         what = self.collapse_guard.diagnosis() if self.collapse_guard else None
         if what:
             raise Collapsed(self.step, what, self.manager.latest_checkpoint)

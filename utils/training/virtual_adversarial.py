@@ -6,7 +6,7 @@ with d a random unit direction and p(y|x) held constant (Miyato et al.,
 "Virtual Adversarial Training: A Regularization Method for Supervised and
 Semi-Supervised Learning", TPAMI 2018, Eq. 12-14, one power iteration). It
 asks the classifier to be locally Lipschitz around each target image, which
-is what keeps the conditional-entropy term (utils/target_entropy.py) from
+is what keeps the conditional-entropy term (utils/training/target_entropy.py) from
 pushing decision boundaries through the target data: the two together are
 the target terms of VADA, Shu et al., "A DIRT-T Approach to Unsupervised
 Domain Adaptation" (ICLR 2018, Eq. 6-7).
@@ -31,7 +31,7 @@ entirely.
 """
 import tensorflow as tf
 
-from utils import schedules
+from utils.training import schedules
 
 # Finite-difference step of the power iteration, in [0, 1] pixel units (L2 norm per image).
 XI = 0.05
