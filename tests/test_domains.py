@@ -273,3 +273,19 @@ def test_non_images_are_counted_in_one_line_and_a_bad_folder_exits_2(folders, tm
                            "--target", folders / "mnist_m", "--output-root", tmp_path)
     assert completed.returncode == 2
     assert_one_line_failure(completed, "no such folder or .npz file")
+
+
+@pytest.mark.slow  # two fresh TensorFlow processes: about 30 s
+def test_benchmark_times_the_first_decode_and_the_cached_load(folders, capsys):
+    import re
+
+    from utils import benchmark
+
+    benchmark.main(["--decode-folder", str(folders / "mnist_m")])
+    out = capsys.readouterr().out
+    assert "320 images (256 train)" in out
+    rows = {label: re.search(rf"{label}\s+([\d.]+) s\s+peak memory added\s+(-?\d+) MiB = "
+                             r"(-?[\d.]+)x the (\d+) MiB", out) for label in
+            (r"first decode \(no cache\)", "cached load")}
+    assert all(rows.values()), out
+    assert (folders / "mnist_m" / ".dann-cache").is_dir()

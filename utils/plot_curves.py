@@ -34,7 +34,7 @@ FIGURES = {
         ("hyperparameter/grl_lambda", r"GRL coefficient $\lambda_p$", r"$\lambda_p$"),
     ]),
     "acc.png": ("Accuracy (train: blue, validation: red)", [
-        ("acc/label_acc", "label accuracy\n(train: MNIST batches; validation: MNIST-M test)",
+        ("acc/label_acc", "label accuracy\n(train: source batches; validation: target test)",
          "accuracy"),
         ("acc/domain_acc",
          "domain classifier accuracy\n(train: batches of both; validation: both tests)", "accuracy"),
@@ -62,7 +62,7 @@ RUN_COLOURS = {"ours": "tab:blue", "original": "tab:orange"}
 WRITER_LINES = {"validation": dict(linestyle="-", alpha=1.0),
                 "train": dict(linestyle=":", alpha=0.7)}
 COMPARE_PANELS = [
-    ("acc/label_acc", "label accuracy\n(train: MNIST batches; validation: MNIST-M test)"),
+    ("acc/label_acc", "label accuracy\n(train: source batches; validation: target test)"),
     ("acc/domain_acc", "domain classifier accuracy\n(train: batches of both; validation: ours "
                        "both tests,\noriginal MNIST-M test only)"),
 ]

@@ -12,8 +12,8 @@ Convention: for every validator HIGHER IS BETTER. Scores that are naturally
 minimised (entropy, the DEV risk) are negated here, so the best checkpoint of
 any validator is its arg-max.
 
-The target images come from MNIST-M *train* (the unlabelled training pool,
-without its labels), never from the MNIST-M test set.
+The target images come from the target's *training* images (the unlabelled
+pool, without labels; MNIST-M train by default), never from its test set.
 """
 import json
 import os
@@ -169,13 +169,13 @@ class ValidatorSuite:
 
     Built from the trainer's data once: fixed, seeded subsets of the labelled
     source validation split, of the source training pool (DEV's domain
-    classifier) and of the unlabelled MNIST-M training pool. The MNIST-M test
-    set, and any MNIST-M label, is never given to it. `outputs(images)` is a
+    classifier) and of the unlabelled target training pool. The target test
+    set, and any target label, is never given to it. `outputs(images)` is a
     compiled function returning (G_f features, class logits) of the model being
     evaluated.
 
     It also keeps the run's record: logs/<run>/validators.json (every point's
-    scores, plus the MNIST-M test accuracy that the trainer computes anyway,
+    scores, plus the target test accuracy that the trainer computes anyway,
     under `report_only`: for the study, never for choosing) and the best-so-far
     weights of each validator, checkpoints/<run>/best-<name>.weights.h5.
     """
