@@ -138,11 +138,11 @@ class DANNConfig:
         does an unlabelled target).
       target_val_seed: seed of that split; fixed across runs so all are judged
         on the same images.
-      source_val_size: labelled MNIST images held out of MNIST train (seeded by
-        target_val_seed, never trained on in any mode) for the label-free model
-        selection validators logged at every validation point
-        (utils/validators.py, `python -m utils.select`); at most an eighth of
-        MNIST train; 0 disables them.
+      source_val_size: labelled source images held out of the source's
+        training images (MNIST train by default; seeded by target_val_seed,
+        never trained on in any mode) for the label-free model selection
+        validators logged at every validation point (utils/validators.py,
+        `python -m utils.select`); at most an eighth of them; 0 disables them.
       ema_decay: decay of an exponential moving average of the weights that is
         evaluated and saved instead of the raw weights (utils/training/weight_average.py);
         0 disables.
@@ -175,8 +175,8 @@ class DANNConfig:
       collapse_probe_size: labelled training images on which the collapse guard
         (utils/training/collapse_guard.py) checks, before every checkpoint and at the end,
         that G_f and G_y still have live ReLU units and an output that depends
-        on the image; a dead run stops with exit status 4 and results.json
-        says "collapsed": true. 0 disables the guard.
+        on the image; what a dead run does is `on_collapse`. 0 disables the
+        guard.
       on_collapse: what a collapse found by the guard does: `rollback` restores
         the last good checkpoint and continues from it, skipping the batches
         trained on since (recorded in results.json, "rollbacks"); `stop` ends

@@ -173,6 +173,57 @@ def test_rollbacks_are_bounded_then_the_run_stops_as_collapsed(data_dir, tmp_pat
     assert results["collapsed"] is True and len(results["rollbacks"]) == 1
 
 
+def test_a_collapse_at_a_validation_point_rolls_back_before_any_validator_keeps_it(
+        data_dir, tmp_path, capsys, monkeypatch):
+    original_validate, kills = Trainer._validate, []
+
+    def validate(self, writers, whole):
+        # fc2 dies just before the validation of step 14, between checkpoints 10 and 20.
+        if self.step == 14 and not kills:
+            kills.append(self.step)
+            kill_layer(self.dann.label_classifier.get_layer("fc2"))
+        return original_validate(self, writers, whole)
+
+    monkeypatch.setattr(Trainer, "_validate", validate)
+    train_MNIST2MNIST_M.main(short_run_flags(data_dir, tmp_path, "validation_collapse"))
+    results = json.loads((tmp_path / "logs" / "validation_collapse" / "results.json").read_text())
+    assert [entry["collapsed_at"] for entry in results["rollbacks"]] == [14]
+    record = json.loads((tmp_path / "logs" / "validation_collapse" / "validators.json").read_text())
+    # No validator scored the dead model: SND would have kept it as its best.
+    assert all(point["step"] != 14 or point["scores"]["im"] > 0 for point in record["points"])
+    from model import build_dann
+    from utils.training.collapse_guard import CollapseGuard
+
+    dann = build_dann(input_norm="instance")
+    dann.model.load_weights(tmp_path / "checkpoints" / "validation_collapse" / "best-snd.weights.h5")
+    probe = builtin_probe(data_dir)
+    assert CollapseGuard(dann.feature_extractor, dann.label_classifier, probe).diagnosis() is None
+
+
+def builtin_probe(data_dir):
+    from utils.data import builtin_domains
+
+    return builtin_domains(data_dir)[0].train[:64]
+
+
+def test_rollback_record_is_what_a_resume_from_any_checkpoint_restores(tmp_path):
+    from utils.training.collapse_guard import Collapsed, Rollbacks
+
+    rollbacks = Rollbacks(2, str(tmp_path))
+    rollbacks.record(Collapsed(35, "fc2 died", "ckpt-30"), 30)   # offset 5
+    rollbacks.record(Collapsed(38, "fc2 died", "ckpt-30"), 30)   # offset 5 + 8
+    assert [int(rollbacks.count.numpy()), int(rollbacks.data_offset.numpy())] == [2, 13]
+    # ckpt-30 itself predates both rollbacks (count 0 inside it): the record restores them.
+    rollbacks.count.assign(0), rollbacks.data_offset.assign(0)
+    rollbacks.sync(30)
+    assert [int(rollbacks.count.numpy()), int(rollbacks.data_offset.numpy())] == [2, 13]
+    # An older checkpoint undoes both, and the record forgets them.
+    rollbacks.sync(20)
+    assert [int(rollbacks.count.numpy()), int(rollbacks.data_offset.numpy())] == [0, 0]
+    assert rollbacks.records() == [] and json.loads((tmp_path / "rollbacks.json").read_text()) == []
+    assert Rollbacks(0, str(tmp_path)).refusal(Collapsed(5, "x", "ckpt-1")) == "--max-rollbacks is 0"
+
+
 def test_healthy_run_results_say_not_collapsed(smoke_runs):
     for run in ("dann", "source_only"):
         results = json.loads(open(os.path.join(smoke_runs, "logs", run, "results.json")).read())

@@ -242,6 +242,9 @@ BAD_DOMAINS = {
         "--source", good, "--target", good, "--target-test",
         image_folder(root / "unknown", {"0": [(28, 28)] * 4, "zebra": [(28, 28)] * 4})],
         ["--target-test", "classes the source does not have: zebra"]),
+    "unlabelled target test": (lambda root, good: [
+        "--source", good, "--target", good, "--target-test", str(root / "flatsrc")],
+        ["--target-test", "has no labels, so no target accuracy can be measured"]),
     "input shape too small": (lambda root, good: [
         "--source", good, "--target", good, "--input-shape", "12,12,3"],
         ["--input-shape 12,12,3 is too small for --network mnist"]),
@@ -289,3 +292,15 @@ def test_benchmark_times_the_first_decode_and_the_cached_load(folders, capsys):
             (r"first decode \(no cache\)", "cached load")}
     assert all(rows.values()), out
     assert (folders / "mnist_m" / ".dann-cache").is_dir()
+
+
+def test_tools_refuse_to_compare_runs_of_different_data():
+    from config.config import DANNConfig
+    from utils.runs import check_same_data
+
+    same = {"a": DANNConfig(source="x", input_shape=(28, 28, 3)),
+            "b": DANNConfig(source="x", input_shape=(28, 28, 3), mode="source_only")}
+    check_same_data(same)
+    with pytest.raises(UserError, match=r"runs 'a' and 'c' were trained on different data "
+                                        r"\(source 'x' vs 'y'\)"):
+        check_same_data({**same, "c": DANNConfig(source="y", input_shape=(28, 28, 3))})

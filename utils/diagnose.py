@@ -106,7 +106,7 @@ def replay(trainer, steps, stop_after_collapse=50):
 
     probe, groups = make_probe(trainer)
     train_step = tf.function(trainer._train_step_on_batch)
-    iterator = iter(trainer.make_dataset(start_step=trainer.step))
+    iterator = iter(trainer.make_dataset())  # past any batches a rollback skipped
     rows, collapsed_at = [], None
     for _ in range(steps):
         step = trainer.step
@@ -179,6 +179,11 @@ def main(argv=None):
     with tempfile.TemporaryDirectory() as scratch:
         trainer = Trainer(config, source, target, output_root=scratch)
         trainer.checkpoint.restore(checkpoint).assert_existing_objects_matched()
+        if trainer.rollbacks:
+            # The run's own record of rollbacks, not the scratch folder's.
+            trainer.rollbacks.path = os.path.join(run_dirs(args.output_root, args.run)["logs"],
+                                                  "rollbacks.json")
+            trainer.rollbacks.sync(trainer.step)
         start = trainer.step
         rows, collapsed_at = replay(trainer, args.steps, args.stop_after_collapse)
     path = os.path.join(run_dirs(args.output_root, args.run)["logs"], "diagnostics",

@@ -19,7 +19,8 @@ import os
 import numpy as np
 
 from utils.io import ArgumentParser, UserError, atomic_write_json, run_main
-from utils.runs import apply_in_batches, find_run, load_run, load_test_sets, run_dirs
+from utils.runs import (apply_in_batches, check_same_data, find_run, load_run, load_test_sets,
+                        run_dirs)
 
 
 def parse_args(argv=None):
@@ -81,6 +82,8 @@ def evaluate_run(run, test_sets, output_root=".", checkpoint=None, seed=0):
     """
     from sklearn.metrics import confusion_matrix
 
+    from utils.data.domains import describe_spec
+
     config, dann = load_run(run, output_root, checkpoint)
     (source_images, source_labels), (target_images, target_labels) = test_sets
     source_features, source_classes, source_domain_logits = predict(
@@ -89,8 +92,8 @@ def evaluate_run(run, test_sets, output_root=".", checkpoint=None, seed=0):
         "run": run,
         "mode": config.mode,
         "weights": find_run(run, output_root, checkpoint)[1],
-        "source": config.source,
-        "target": config.target_test or config.target,
+        "source": describe_spec(config.source),
+        "target": describe_spec(config.target_test or config.target),
         "source_accuracy": float(np.mean(source_classes == source_labels)),
         "target_accuracy": None,
         "num_source_test": len(source_labels),
@@ -159,10 +162,11 @@ def _accuracy(value):
 
 
 def format_report(evaluation):
+    source, target = (f"source accuracy ({evaluation['source']} test)",
+                      f"target accuracy ({evaluation['target']} test)")
     lines = [f"run {evaluation['run']} ({evaluation['mode']}), weights {evaluation['weights']}",
-             f"  source accuracy ({evaluation['source']} test)  {evaluation['source_accuracy']:.4f}",
-             f"  target accuracy ({evaluation['target']} test)  "
-             f"{_accuracy(evaluation['target_accuracy'])}"]
+             f"  {source:<32}{evaluation['source_accuracy']:.4f}",
+             f"  {target:<32}{_accuracy(evaluation['target_accuracy'])}"]
     if "target_per_class_accuracy" in evaluation:
         per_class = " ".join(f"{label}:{'n/a' if value is None else f'{value:.3f}'}"
                              for label, value in evaluation["target_per_class_accuracy"].items())
@@ -202,6 +206,7 @@ def main(argv=None):
                for run, checkpoint in checkpoints.items()}
 
     # Both runs are scored on the same test images, those of --run's data folder.
+    check_same_data(configs)
     test_sets = load_test_sets(configs[args.run], args.data_dir)
     evaluations = []
     for run, checkpoint in checkpoints.items():

@@ -17,9 +17,9 @@ The folder appears whole or not at all: it is written beside --out, then
 renamed into place.
 """
 import os
-import shutil
 
-from utils.io import ArgumentParser, UserError, atomic_write_text, ensure_writable_dir, run_main
+from utils.io import (ArgumentParser, UserError, atomic_folder, atomic_write_text,
+                      ensure_writable_dir, run_main)
 from utils.runs import find_run, load_run
 
 
@@ -52,18 +52,10 @@ def export(run, out, output_root=".", checkpoint=None):
     archive.track(model)
     archive.add_endpoint(name="serve", fn=serve, input_signature=[
         tf.TensorSpec((None,) + tuple(config.input_shape), tf.uint8, name="images")])
-    partial = os.path.join(os.path.dirname(os.path.abspath(out)), f".partial-{os.path.basename(out)}")
-    shutil.rmtree(partial, ignore_errors=True)
     names = class_names(config)
-    try:
+    with atomic_folder(out) as partial:
         archive.write_out(partial, verbose=False)
         atomic_write_text(os.path.join(partial, "class_names.txt"), "\n".join(names) + "\n")
-        if os.path.exists(out):
-            shutil.rmtree(out)
-        os.replace(partial, out)
-    except BaseException:
-        shutil.rmtree(partial, ignore_errors=True)
-        raise
     return names
 
 

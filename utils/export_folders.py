@@ -13,13 +13,12 @@ pickles' pixels; only the order in which the images are listed differs.
 of images, as an unlabelled target would come.
 """
 import os
-import shutil
 
 import cv2
 import numpy as np
 
 from utils.data.builtin import PICKLES, load_pickle_domain
-from utils.io import ArgumentParser, UserError, run_main
+from utils.io import ArgumentParser, UserError, atomic_folder, run_main
 
 
 def parse_args(argv=None):
@@ -58,18 +57,10 @@ def export_domain(name, data_dir, out, unlabelled=False, overwrite=False):
     final = os.path.join(out, name)
     if os.path.exists(final) and not overwrite:
         raise UserError(f"{final} exists; pass --overwrite to replace it, or another --out")
-    partial = os.path.join(out, f".partial-{name}")
-    shutil.rmtree(partial, ignore_errors=True)
-    try:
+    with atomic_folder(final) as partial:
         write_split(os.path.join(partial, "train"), data["train"],
                     None if unlabelled else data["train_label"])
         write_split(os.path.join(partial, "test"), data["val"], data["val_label"])
-        if os.path.exists(final):
-            shutil.rmtree(final)
-        os.replace(partial, final)
-    except BaseException:
-        shutil.rmtree(partial, ignore_errors=True)
-        raise
     return final, len(data["train"]), len(data["val"])
 
 

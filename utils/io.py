@@ -1,5 +1,6 @@
 """User-facing errors and atomic file writes shared by every entry point."""
 import argparse
+import contextlib
 import json
 import os
 import pickle
@@ -86,6 +87,24 @@ def atomic_save(path, save):
     except BaseException:
         if os.path.exists(tmp_path):
             os.remove(tmp_path)
+        raise
+
+
+@contextlib.contextmanager
+def atomic_folder(path):
+    """Yields a temporary folder beside `path`; on success it replaces `path` (any folder
+    there goes), on any error or interrupt it is removed: `path` appears whole or not at all."""
+    path = os.path.normpath(os.path.abspath(path))
+    parent = os.path.dirname(path)
+    ensure_writable_dir(parent)
+    partial = tempfile.mkdtemp(dir=parent, prefix=f".partial-{os.path.basename(path)}-")
+    try:
+        yield partial
+        if os.path.exists(path):
+            shutil.rmtree(path)
+        os.replace(partial, path)
+    except BaseException:
+        shutil.rmtree(partial, ignore_errors=True)
         raise
 
 

@@ -39,12 +39,9 @@ def image_paths(paths):
     found, skipped = [], []
     for path in paths:
         if os.path.isdir(path):
-            for root, dirs, names in os.walk(path):
-                dirs[:] = sorted(name for name in dirs if not name.startswith("."))
-                for name in sorted(names):
-                    if not name.startswith("."):
-                        full = os.path.join(root, name)
-                        (found if domain_files._is_image(name) else skipped).append(full)
+            images, others = domain_files.walk_images(path, "PATH")
+            found += images
+            skipped += others
         elif os.path.isfile(path):
             if not domain_files._is_image(path):
                 raise UserError(f"{path} is not an image file ({', '.join(domain_files.IMAGE_EXTENSIONS)})")

@@ -39,7 +39,7 @@ PUBLISHED = {
     "ICML 2015, Table 1": {"source_only": 0.5749, "dann": 0.8149, "target_only": 0.9891},
     "JMLR 2016, Table 2": {"source_only": 0.5225, "dann": 0.7666, "target_only": 0.9596},
 }
-# Config fields filled from the data when not given, and fields that act only on a collapse.
+# Config fields that act only on a collapse (irrelevant to a run that never had one).
 ONLY_ON_COLLAPSE = {"on_collapse", "max_rollbacks"}
 # The train script's exit status for a run the collapse guard stopped.
 COLLAPSED_EXIT = 4
@@ -96,7 +96,8 @@ def _finished_without_collapse(name, output_root):
     if not os.path.exists(path):
         return False
     with open(path) as handle:
-        return not json.load(handle).get("collapsed")
+        results = json.load(handle)
+    return not results.get("collapsed") and not results.get("rollbacks")
 
 
 def check_reusable(recipe, mode, seed, output_root, data_dir, extra_flags):
@@ -208,10 +209,11 @@ def _collapses(row):
     return text
 
 
-def to_markdown(summary, recipe):
-    """The results table; each row of `summary` carries its own seeds, command and machine."""
+def to_markdown(summary, recipe, pair="MNIST -> MNIST-M"):
+    """The results table; each row of `summary` carries its own seeds, command and machine.
+    The published columns are the paper's MNIST -> MNIST-M figures whatever `pair` is."""
     lines = [
-        f"MNIST -> MNIST-M, recipe `{recipe}`: accuracy at the final step, mean ± std over the "
+        f"{pair}, recipe `{recipe}`: accuracy at the final step, mean ± std over the "
         "seeds listed that finished; a collapsed run (the label classifier died, "
         "utils/training/collapse_guard.py) has no final accuracy and is counted in its own column, beside "
         "the collapses a finished run rolled back from (--on-collapse rollback). "
@@ -358,7 +360,11 @@ def main(argv=None):
     results = {mode: runs[mode] for mode in summary}
     atomic_write_json(os.path.join(out_dir, "results.json"),
                       {"recipe": args.recipe, "modes": summary, "runs": results})
-    markdown = to_markdown(summary, args.recipe)
+    from utils.data.domains import describe_spec
+
+    asked = requested_config(args.recipe, args.modes[0], 0, "pair", args.data_dir, extra_flags)
+    markdown = to_markdown(summary, args.recipe, f"{describe_spec(asked.source)} -> "
+                           f"{describe_spec(asked.target_test or asked.target)}")
     atomic_write_text(os.path.join(out_dir, "results.md"), markdown)
     print(markdown)
     print(f"total {(time.perf_counter() - start) / 60:.1f} min; written to {out_dir}")

@@ -79,23 +79,39 @@ def load_run(run, output_root=".", checkpoint=None):
 def load_test_sets(config, data_dir=None):
     """(source, target) test images and labels of the run's domains, as (images, labels) pairs.
 
-    These are the sets the trainer evaluates on: the source's test split (or,
-    without one, its validation split, which the run never trained on) and
-    the target's test split or --target-test. The target's pair is
-    (None, None) when it has no test images, and its labels None when they
-    are unknown. `data_dir` overrides the folder of the built-in pickles
+    These are the sets the trainer evaluates on (utils/data/domains.py,
+    evaluation_sets). The target's pair is (None, None) when it has no test
+    images, and its labels None when they are unknown. `data_dir` overrides the folder of the built-in pickles
     saved in the run's config.
     """
     from utils.data import hold_out_source_validation, load_run_domains
+    from utils.data.domains import evaluation_sets
 
     source, target = load_run_domains(config, data_dir)
-    if source.test is not None:
-        source_test = (source.test, source.test_labels)
-    else:
-        held_out = hold_out_source_validation(source, config.source_val_size,
-                                              config.target_val_seed)[1]
-        source_test = (held_out["images"], held_out["labels"])
-    return source_test, (target.test, target.test_labels)
+    sets = evaluation_sets(source, target, hold_out_source_validation(
+        source, config.source_val_size, config.target_val_seed)[1])
+    if sets["source"] is None:
+        raise UserError(f"the source {source.title} has no test split and the run held out no "
+                        "validation split (--source-val-size 0), so there is nothing to "
+                        "evaluate it on; give the source a test/ folder")
+    return sets["source"], sets["target"] or (None, None)
+
+
+# What two runs must share to be scored on the same images.
+DATA_FIELDS = ("source", "target", "target_test", "input_shape", "class_names")
+
+
+def check_same_data(configs):
+    """Refuses runs ({run: config}) trained on different domains, shapes or classes."""
+    (first, reference), *others = configs.items()
+    for run, config in others:
+        differ = [field for field in DATA_FIELDS
+                  if getattr(config, field) != getattr(reference, field)]
+        if differ:
+            shown = ", ".join(f"{field} {getattr(reference, field)!r} vs {getattr(config, field)!r}"
+                              for field in differ)
+            raise UserError(f"runs {first!r} and {run!r} were trained on different data "
+                            f"({shown}); compare runs of the same domains")
 
 
 def apply_in_batches(model, inputs, batch_size):

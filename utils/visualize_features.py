@@ -16,7 +16,7 @@ import time
 import numpy as np
 
 from utils.io import ArgumentParser, UserError, run_main
-from utils.runs import apply_in_batches, find_run, load_run, load_test_sets
+from utils.runs import apply_in_batches, check_same_data, find_run, load_run, load_test_sets
 
 PCA_DIMENSIONS = 50
 # Half of sklearn's default 1000 iterations and a coarser Barnes-Hut angle than
@@ -122,6 +122,7 @@ def main(argv=None):
     configs = {run: find_run(run, args.output_root)[0] for _, run in runs}
     out = args.out or os.path.join(args.output_root, "logs", args.dann_run, "figures", "tsne.png")
 
+    check_same_data(configs)
     config = configs[args.source_only_run]
     test_sets = load_test_sets(config, args.data_dir)
     names = domain_names(config)

@@ -16,9 +16,10 @@ The source must have labels. The target may be unlabelled: its labels, when
 it has them, are used only for evaluation and the validation split. The
 classes of the three must agree by name: the target's are the source's, and
 the target test set's are among them. Image size and channels come from
-the data (the source's first image; colour wins over grey), unless
-`--input-shape` is given, in which case every image is resized to it the way
-Keras resizes (bilinear).
+the data (the source's first image; colour wins over grey, judged on each
+domain's first image), unless `--input-shape` is given, in which case every
+image of a folder or .npz is resized to it the way Keras resizes (bilinear);
+the built-in domains are 28x28x3 and are not resized.
 """
 import dataclasses
 import os
@@ -81,8 +82,9 @@ def resolve_shape(specs, input_shape, data_dir):
 
     `specs` is [(flag, spec)], the source first. Height and width are the
     source's; every other domain must have them too (or --input-shape resizes
-    all). Channels are 3 if any domain is colour (RGBA counts as colour: its
-    alpha is dropped), else 1.
+    all but the built-in domains, which stay 28x28x3). Channels are 3 if the
+    first image of any domain is colour (RGBA counts as colour: its alpha is
+    dropped), else 1.
     """
     if input_shape is not None:
         return tuple(input_shape)
@@ -90,9 +92,12 @@ def resolve_shape(specs, input_shape, data_dir):
     _, _, size, _ = probes[0]
     for flag, spec, other, _ in probes[1:]:
         if other != size:
+            # The built-in domains are not resized: the others must come to their size.
+            builtin = [probe for probe in probes if is_builtin(probe[1])]
+            fit = builtin[0][2] if builtin else size
             raise UserError(f"--source images are {size[0]}x{size[1]} but {flag} images are "
                             f"{other[0]}x{other[1]}; pass --input-shape H,W,C (e.g. "
-                            f"{size[0]},{size[1]},3) to resize every image to one size")
+                            f"{fit[0]},{fit[1]},3) to resize every image to one size")
     channels = 3 if any(c >= 3 for *_, c in probes) else 1
     return (size[0], size[1], channels)
 
@@ -150,6 +155,9 @@ def load_run_domains(config, data_dir=None):
         flag, test = "--target-test", loaded[2]
     images, labels = ((test.test, test.test_labels) if test.test is not None
                       else (test.train, test.train_labels) if test is not target else (None, None))
+    if labels is None and test is not target:
+        raise UserError(f"--target-test {test.spec} has no labels, so no target accuracy can be "
+                        "measured on it; give it one subfolder per class (or y_test in a .npz)")
     if labels is not None:
         # A test set may lack classes, but every class it has must be one of the source's.
         unknown = [name for name in test.class_names if name not in names]
@@ -170,12 +178,14 @@ def fill_config(config, source, target):
     shape = source.shape
     if config.input_shape is not None and tuple(config.input_shape) != shape:
         raise UserError(f"the domains hold {'x'.join(map(str, shape))} images but --input-shape "
-                        f"is {','.join(map(str, config.input_shape))}")
+                        f"is {','.join(map(str, config.input_shape))}; pass --input-shape "
+                        f"{','.join(map(str, shape))} or drop it")
     names = tuple(source.class_names)
     if config.class_names is not None and tuple(config.class_names) != names:
-        raise UserError(f"the run's classes were {', '.join(config.class_names)} but the data now "
-                        f"has {', '.join(names)} ({_class_difference(names, config.class_names)}); "
-                        "train on the data the run was started with")
+        raise UserError(f"--class-names lists {', '.join(config.class_names)} but the source's "
+                        f"classes are {', '.join(names)} "
+                        f"({_class_difference(names, config.class_names)}); drop --class-names "
+                        "(a resumed run must find the classes it started with)")
     if config.num_classes is not None and config.num_classes != len(names):
         raise UserError(f"--num-classes is {config.num_classes} but the source has "
                         f"{len(names)} classes; drop --num-classes (it comes from the data)")
@@ -184,6 +194,19 @@ def fill_config(config, source, target):
         config.network = default_network(shape)
     get_network(config.network, shape)  # an input too small for it is refused here
     return config
+
+
+def evaluation_sets(source, target, source_val):
+    """{"target": (images, labels), "source": (images, labels)}: the test sets a run is
+    evaluated on, each None when there is none. The target's is its test split (or
+    --target-test; labels None when unknown). A source without a test split is measured
+    on its validation split `source_val` (utils/data/splits.py), which no run trains on."""
+    return {
+        "target": (target.test, target.test_labels) if target.test is not None else None,
+        "source": ((source.test, source.test_labels) if source.test is not None
+                   else (source_val["images"], source_val["labels"])
+                   if len(source_val["labels"]) else None),
+    }
 
 
 def pool_size_problem(name, count, half_batch):

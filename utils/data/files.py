@@ -82,26 +82,43 @@ class Listing:
             raise UserError(f"{flag} {folder} holds no images; {LAYOUT_HINT}")
 
     def _walk(self, folder, flag):
-        def unreadable(error):
-            raise UserError(f"{flag}: cannot read {error.filename} ({error.strerror}); make it "
-                            "readable")
-
-        found = []
-        for root, dirs, names in os.walk(folder, onerror=unreadable):
-            dirs[:] = _visible(dirs)
-            for name in _visible(names):
-                (found if _is_image(name) else self.ignored).append(os.path.join(root, name))
+        found, others = walk_images(folder, flag)
+        self.ignored += others
         return found
 
-    def cache_key(self, shape):
-        """A digest of the file list, sizes, modification times, labels and output shape."""
-        digest = hashlib.sha256(f"v{DECODE_VERSION} {shape} {self.class_names}\n".encode())
+    def cache_key(self, shape, resize):
+        """A digest of the file list, sizes, modification times, labels, output shape and
+        whether other sizes were resized (without, they are an error)."""
+        digest = hashlib.sha256(f"v{DECODE_VERSION} {shape} {resize} {self.class_names}\n".encode())
         labels = self.labels if self.labels is not None else [-1] * len(self.files)
         for path, label in zip(self.files, labels):
             stat = os.stat(path)
             digest.update(f"{os.path.relpath(path, self.folder)}\t{stat.st_size}\t"
                           f"{stat.st_mtime_ns}\t{label}\n".encode())
         return digest.hexdigest()[:20]
+
+
+def walk_images(folder, flag):
+    """(image files, other files) below `folder`, in sorted order, hidden names skipped."""
+    def unreadable(error):
+        raise UserError(f"{flag}: cannot read {error.filename} ({error.strerror}); make it "
+                        "readable")
+
+    images, others = [], []
+    for root, dirs, names in os.walk(folder, onerror=unreadable):
+        dirs[:] = _visible(dirs)
+        for name in _visible(names):
+            (images if _is_image(name) else others).append(os.path.join(root, name))
+    return images, others
+
+
+def _npz_spec(spec, flag):
+    """True for a .npz domain, False for a folder; a UserError for any other file."""
+    if not os.path.isfile(spec):
+        return False
+    if not spec.lower().endswith(".npz"):
+        raise UserError(f"{flag} {spec} is a file but not a .npz; {LAYOUT_HINT}")
+    return True
 
 
 def folder_splits(root, flag):
@@ -243,16 +260,17 @@ def _read_cache(path):
 
 def _write_cache(path, images):
     folder = os.path.dirname(path)
-    split = os.path.basename(path).split("-", 1)[0]
+    # "<split>-<HxWxC>-": a cache of this split and shape with another key is stale now; one
+    # of another shape (the folder used at two input shapes) is kept.
+    prefix = os.path.basename(path).rsplit("-", 1)[0] + "-"
     try:
         def save(tmp_path):
             with open(tmp_path, "wb") as handle:
                 np.savez(handle, images=images)
 
         atomic_save(path, save)
-        # Older caches of this split (other files or shapes) are stale now.
         for name in os.listdir(folder):
-            if name.startswith(split + "-") and name.endswith(".npz") and name != os.path.basename(path):
+            if name.startswith(prefix) and name.endswith(".npz") and name != os.path.basename(path):
                 os.remove(os.path.join(folder, name))
     except (OSError, UserError) as error:
         print(f"could not cache the decoded images in {folder} "
@@ -262,7 +280,7 @@ def _write_cache(path, images):
 
 def load_listing(root, split, listing, shape, resize, flag):
     """The images of one split: from the cache when the files are unchanged, else decoded."""
-    path = _cache_path(root, split, shape, listing.cache_key(shape))
+    path = _cache_path(root, split, shape, listing.cache_key(shape, resize))
     images = _read_cache(path)
     if images is None or len(images) != len(listing.files):
         print(f"{flag} {root}: decoding {len(listing.files)} {split} images (cached for the "
@@ -308,7 +326,7 @@ def _to_shape(images, shape, resize, flag, path, key):
         images = images[..., None]
     if images.ndim != 4 or images.shape[-1] not in (1, 2, 3, 4) or not len(images):
         raise UserError(f"{flag} {path}: {key} has shape {images.shape}, not N x H x W or "
-                        "N x H x W x C images (C 1, 3 or 4)")
+                        "N x H x W x C images (C from 1 to 4)")
     height, width, channels = shape
     stored = images.shape[-1]
     if channels == 3:
@@ -364,9 +382,7 @@ def load_npz(path, flag, shape, resize):
 
 def probe(spec, flag):
     """((H, W), channels) of a file domain's first image, decoding only that one."""
-    if os.path.isfile(spec):
-        if not spec.lower().endswith(".npz"):
-            raise UserError(f"{flag} {spec} is a file but not a .npz; {LAYOUT_HINT}")
+    if _npz_spec(spec, flag):
         images = _npz_arrays(spec, flag, labelled_required=False)["x_train"]
         if images.ndim not in (3, 4) or not len(images):
             raise UserError(f"{flag} {spec}: x_train has shape {images.shape}, not N x H x W or "
@@ -379,9 +395,7 @@ def load(spec, flag, shape, resize):
     """The Domain of a folder or .npz `spec` at `shape`."""
     from utils.data.domains import Domain
 
-    if os.path.isfile(spec):
-        if not spec.lower().endswith(".npz"):
-            raise UserError(f"{flag} {spec} is a file but not a .npz; {LAYOUT_HINT}")
+    if _npz_spec(spec, flag):
         return load_npz(spec, flag, shape, resize)
     splits = folder_splits(spec, flag)
     _report_ignored(flag, spec, splits)

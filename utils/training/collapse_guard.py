@@ -65,9 +65,15 @@ class Rollbacks(tf.Module):
     would see at step s + data_offset. Everything else (weights, momentum,
     weight average, schedules, which follow the step) is the checkpoint's.
 
-    `count` and `data_offset` are variables in the run's checkpoint, so a
-    resumed run sees the same batches as one never stopped. Each rollback is
-    also recorded in logs/<run>/rollbacks.json and then in results.json.
+    Each rollback is recorded, with the data offset after it, in
+    logs/<run>/rollbacks.json (written atomically before training goes on)
+    and then in results.json. `count` and `data_offset` are also variables of
+    every later checkpoint; restoring a checkpoint at step S takes them from
+    the record instead (`sync`): the rollbacks whose restored step is at most
+    S happened after that checkpoint was written, or before it, and none
+    other did. So the checkpoint rolled back to is never rewritten (a kill
+    mid-write could cost the only good one), and a run resumed from it still
+    skips the same batches.
     """
 
     def __init__(self, limit, log_dir):
@@ -77,17 +83,34 @@ class Rollbacks(tf.Module):
         self.count = tf.Variable(0, dtype=tf.int64, trainable=False, name="count")
         self.data_offset = tf.Variable(0, dtype=tf.int64, trainable=False, name="data_offset")
 
-    def records(self):
-        """The rollbacks of the run up to its restored state (later ones were undone by a resume)."""
+    def _read(self):
         if not os.path.exists(self.path):
             return []
         with open(self.path) as handle:
-            return json.load(handle)[:int(self.count.numpy())]
+            return json.load(handle)
+
+    def records(self):
+        """The rollbacks of the run up to its restored state (later ones were undone by a resume)."""
+        return self._read()[:int(self.count.numpy())]
+
+    def sync(self, step):
+        """After restoring the checkpoint of `step`: the count and data offset of the record."""
+        from utils.io import atomic_write_json
+
+        every = self._read()
+        kept = [entry for entry in every if entry["restored_step"] <= step]
+        if every or int(self.count.numpy()):
+            self.count.assign(len(kept))
+            self.data_offset.assign(kept[-1]["data_offset"] if kept else 0)
+        if kept != every:
+            atomic_write_json(self.path, kept)
 
     def refusal(self, collapse):
         """Why this collapse cannot be rolled back (None when it can)."""
         if collapse.last_good_checkpoint is None:
             return "no checkpoint was written before it, so there is nothing to roll back to"
+        if self.limit == 0:
+            return "--max-rollbacks is 0"
         if int(self.count.numpy()) >= self.limit:
             return f"the run already rolled back {self.limit} times (--max-rollbacks)"
         return None
@@ -97,13 +120,14 @@ class Rollbacks(tf.Module):
         from utils.io import atomic_write_json
 
         skipped = collapse.step - restored_step
+        offset = int(self.data_offset.numpy()) + skipped
         entry = {"collapsed_at": collapse.step, "collapse": collapse.what,
                  "restored": collapse.last_good_checkpoint, "restored_step": restored_step,
-                 "skipped_batches": skipped}
+                 "skipped_batches": skipped, "data_offset": offset}
         records = self.records() + [entry]
-        self.count.assign(len(records))
-        self.data_offset.assign_add(skipped)
         atomic_write_json(self.path, records)
+        self.count.assign(len(records))
+        self.data_offset.assign(offset)
         return entry
 
 

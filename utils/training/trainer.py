@@ -21,7 +21,7 @@ from model import build_dann
 from utils.training import schedules
 from utils.data import (hold_out_source_validation, hold_out_target_validation, pixel_mean,
                         seeded_subset_indices)
-from utils.data.domains import fill_config, pool_size_problem
+from utils.data.domains import evaluation_sets, fill_config, pool_size_problem
 from utils.training.checkpoints import checkpoint_path, checkpoint_problem, discard_after, resume_candidates
 from utils.training.collapse_guard import Collapsed, CollapseGuard, Rollbacks
 from utils.data.pipeline import make_train_dataset
@@ -155,7 +155,7 @@ class Trainer:
             print(f"target validation split: {target_val_size} {target.title} images, not "
                   f"{config.target_val_size} (at most an eighth of the target's training images "
                   "is held out)", flush=True)
-        if config.target_val_size and not target.labelled:
+        if not target.labelled:
             print(f"the target {target.title} has no labels: no target validation split and no "
                   "target accuracy; the label-free validators still choose checkpoints "
                   "(python -m utils.select)", flush=True)
@@ -170,14 +170,7 @@ class Trainer:
                   f"images, not {config.source_val_size} (at most an eighth of the source's "
                   "training images is held out)")
         self.source, self.target = source, target
-        # The test sets evaluated at validation points: a source without a test split is
-        # measured on its validation split, which it never trains on either.
-        self.test_sets = {
-            "target": (target.test, target.test_labels) if target.test is not None else None,
-            "source": ((source.test, source.test_labels) if source.test is not None
-                       else (self.source_val["images"], self.source_val["labels"])
-                       if len(self.source_val["labels"]) else None),
-        }
+        self.test_sets = evaluation_sets(source, target, self.source_val)
         labelled, unlabelled = ((target_pool, source_pool) if config.mode == "target_only"
                                 else (source_pool, target_pool))
         for name, pool in (("the source", source_pool), ("the target", target_pool)):
@@ -472,8 +465,9 @@ class Trainer:
             scalars["loss/domain_loss"] = domain_loss
             if "loss/label_loss" in scalars:
                 scalars["loss/total_loss"] = target[0] + domain_loss
-            if not np.isnan(target[1]):
-                scalars["acc/label_acc"] = target[1]
+        if not np.isnan(target[1]):
+            scalars["acc/label_acc"] = target[1]
+        if len(results) == 2:
             scalars["acc/domain_acc"] = domain_acc
         if "source" in results and not np.isnan(results["source"][1][1]):
             scalars["acc/source_label_acc"] = results["source"][1][1]
@@ -534,6 +528,8 @@ class Trainer:
             break
         discard_after(folder, self.step)
         self.manager = self._checkpoint_manager()
+        if self.rollbacks:
+            self.rollbacks.sync(self.step)
         return restored
 
     def _forget_after(self, step):
@@ -598,6 +594,9 @@ class Trainer:
                         raise Collapsed(collapse.step, collapse.what,
                                         collapse.last_good_checkpoint, refusal) from None
                     self._roll_back(collapse, writers)
+                    if stop_signal:
+                        # The restored checkpoint is on disk and the rollback recorded.
+                        raise Interrupted(stop_signal[0])
                     bar.reset(total=config.total_steps)
                     bar.update(self.step)
             bar.close()
@@ -644,12 +643,14 @@ class Trainer:
     def _roll_back(self, collapse, writers):
         """`--on-collapse rollback`: back to the last good checkpoint, past the batches since it.
 
-        Restores it, forgets what was logged after it (as a resume would), records
-        the rollback and rewrites that checkpoint with the new data offset, so that
-        a kill from here on resumes past the skipped batches too.
+        Restores it, forgets what was logged after it (as a resume would) and
+        records the rollback (utils/training/collapse_guard.py, Rollbacks), so that
+        a kill from here on resumes past the skipped batches too. The best-<validator>
+        weights of steps after it stay: every one passed the guard (see _validate).
         """
         self.checkpoint.restore(collapse.last_good_checkpoint).assert_existing_objects_matched()
         restored_step = self.step
+        self.rollbacks.sync(restored_step)
         discard_after(self.dirs["checkpoints"], restored_step)
         self.manager = self._checkpoint_manager()
         for writer in writers.values():
@@ -657,7 +658,6 @@ class Trainer:
         self._forget_after(restored_step)
         writers.update(create_writers(self.dirs["logs"]))
         entry = self.rollbacks.record(collapse, restored_step)
-        self.save_checkpoint()
         line = (f"rollback {len(self.rollbacks.records())} of at most {self.rollbacks.limit}: the "
                 f"label classifier collapsed by step {collapse.step} ({collapse.what}); restored "
                 f"{collapse.last_good_checkpoint} and continuing from step {restored_step}, "
@@ -714,7 +714,12 @@ class Trainer:
         self.metrics.reset_state()
 
     def _validate(self, writers, whole):
-        """Evaluates, writes the validation scalars and the log line; returns them."""
+        """Evaluates, writes the validation scalars and the log line; returns them.
+
+        The collapse guard runs first: a dead model is never scored, so it is never
+        kept as a validator's best checkpoint (SND would score it at its best).
+        """
+        self._check_collapse()
         validation = self.evaluate(whole=whole)
         step = self.step
         write_scalars(writers["validation"], validation, step)
