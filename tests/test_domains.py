@@ -304,3 +304,54 @@ def test_tools_refuse_to_compare_runs_of_different_data():
     with pytest.raises(UserError, match=r"runs 'a' and 'c' were trained on different data "
                                         r"\(source 'x' vs 'y'\)"):
         check_same_data({**same, "c": DANNConfig(source="y", input_shape=(28, 28, 3))})
+
+
+def test_every_image_format_and_channel_count_decodes_to_the_networks_channels(tmp_path):
+    """PNG (grey, RGB, RGBA), JPEG, BMP and GIF files all load, converted as Keras would."""
+    rows, columns = np.mgrid[0:12, 0:10]
+    # Smooth, so that JPEG stays close; OpenCV writes BGR(A).
+    rgb = np.dstack([rows * 20, columns * 25, 255 - rows * 10]).astype(np.uint8)
+    grey = (rows * 15 + columns * 5).astype(np.uint8)
+    for name, pixels in (("rgb.png", rgb[..., ::-1]), ("grey.png", grey),
+                         ("rgba.png", np.dstack([rgb[..., ::-1], grey])),
+                         ("rgb.bmp", rgb[..., ::-1]), ("rgb.jpg", rgb[..., ::-1]),
+                         ("rgb.gif", rgb[..., ::-1])):
+        write_png(tmp_path / name, np.ascontiguousarray(pixels))
+    paths = [str(tmp_path / name) for name in
+             ("rgb.png", "rgba.png", "grey.png", "rgb.bmp", "rgb.jpg", "rgb.gif")]
+    colour = domain_files.decode_files(paths, (12, 10, 3), False, "--source")
+    np.testing.assert_array_equal(colour[0], rgb)
+    np.testing.assert_array_equal(colour[1], rgb)                    # the alpha channel dropped
+    np.testing.assert_array_equal(colour[2], np.dstack([grey] * 3))  # grey repeated
+    np.testing.assert_array_equal(colour[3], rgb)
+    assert np.abs(colour[4].astype(int) - rgb).mean() < 8            # JPEG is lossy
+    assert np.abs(colour[5].astype(int) - rgb).mean() < 24           # GIF: a 256-colour palette
+    mono = domain_files.decode_files(paths[:3], (12, 10, 1), False, "--source")
+    luminance = np.round(rgb.astype(np.float32) @ np.array([0.2989, 0.5870, 0.1140], np.float32))
+    assert np.abs(mono[0, ..., 0].astype(int) - luminance).max() <= 1
+    np.testing.assert_array_equal(mono[2, ..., 0], grey)
+
+
+def test_unlabelled_npz_target_and_the_tools_on_a_run_without_target_labels(
+        data_dir, folders, tmp_path, capsys):
+    from tests.conftest import synthetic_mnist
+    from utils import select
+
+    x_train, _, x_test, _ = synthetic_mnist(num_train=64, num_test=16)
+    path = tmp_path / "unlabelled.npz"
+    np.savez(path, x_train=x_train, x_test=x_test)
+    source, target = load_run_domains(config_for(data_dir, source=str(folders / "mnist"),
+                                                 target=str(path)))
+    assert not target.labelled and target.test_labels is None and target.shape == (28, 28, 3)
+    train_MNIST2MNIST_M.main(["--source", str(folders / "mnist"), "--target", str(path),
+                              "--output-root", str(tmp_path), "--run-name", "npz", *TINY_RUN])
+    capsys.readouterr()
+    select.main(["--run", "npz", "--output-root", str(tmp_path)])
+    assert "the target has no test labels, so the picks below cannot be scored" in \
+        capsys.readouterr().out
+    from utils import evaluate
+
+    evaluate.main(["--run", "npz", "--output-root", str(tmp_path)])
+    out = capsys.readouterr().out
+    assert "target accuracy (unlabelled.npz test)  n/a" in out
+    assert "the target has no labels: no target accuracy" in out

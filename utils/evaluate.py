@@ -165,8 +165,8 @@ def format_report(evaluation):
     source, target = (f"source accuracy ({evaluation['source']} test)",
                       f"target accuracy ({evaluation['target']} test)")
     lines = [f"run {evaluation['run']} ({evaluation['mode']}), weights {evaluation['weights']}",
-             f"  {source:<32}{evaluation['source_accuracy']:.4f}",
-             f"  {target:<32}{_accuracy(evaluation['target_accuracy'])}"]
+             f"  {source:<30}  {evaluation['source_accuracy']:.4f}",
+             f"  {target:<30}  {_accuracy(evaluation['target_accuracy'])}"]
     if "target_per_class_accuracy" in evaluation:
         per_class = " ".join(f"{label}:{'n/a' if value is None else f'{value:.3f}'}"
                              for label, value in evaluation["target_per_class_accuracy"].items())

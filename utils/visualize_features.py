@@ -49,8 +49,7 @@ def domain_names(config):
     """(source, target) as the figure names them: MNIST, MNIST-M, or the folder names."""
     from utils.data.domains import describe_spec
 
-    return tuple(os.path.basename(os.path.normpath(describe_spec(spec)))
-                 for spec in (config.source, config.target_test or config.target))
+    return tuple(describe_spec(spec) for spec in (config.source, config.target_test or config.target))
 
 
 def seeded_subset(test_sets, num, seed, names=("MNIST", "MNIST-M")):

@@ -62,10 +62,10 @@ def is_builtin(spec):
 
 
 def describe_spec(spec):
-    """How a SPEC is shown in messages: MNIST, MNIST-M, or the path."""
+    """How a SPEC is shown in tables and figures: MNIST, MNIST-M, or the file or folder name."""
     from utils.data.builtin import TITLES
 
-    return TITLES.get(spec, spec)
+    return TITLES.get(spec) or os.path.basename(os.path.normpath(spec))
 
 
 def _probe(spec, flag, data_dir):
