@@ -62,6 +62,9 @@ def build_parser():
 
 def parse_args(argv=None):
     args = build_parser().parse_args(argv)
+    # The command as typed, for the run's TensorBoard Text.
+    args.command = "python train_MNIST2MNIST_M.py " + " ".join(
+        sys.argv[1:] if argv is None else map(str, argv))
     if args.resume_from is not None:
         args.resume = True
     if args.overwrite and args.resume:
@@ -227,7 +230,7 @@ def train(trainer, args):
                       + (f" --output-root {args.output_root}" if args.output_root != "." else ""))
     try:
         return trainer.fit(resume=args.resume, show_progress=not args.no_progress,
-                           resume_from=args.resume_from)
+                           resume_from=args.resume_from, command=args.command)
     except Interrupted as stop:
         print(f"stopped by {stop} at step {trainer.step}; checkpoint saved. Continue with: "
               f"{resume_command}", file=sys.stderr)

@@ -182,6 +182,10 @@ class DANNConfig:
         trained on since (recorded in results.json, "rollbacks"); `stop` ends
         the run with exit status 4.
       max_rollbacks: rollbacks allowed per run before a collapse stops it.
+      tensorboard_extras: at the end of the run, write its HParams, config,
+        results and command (Text), target predictions, confusion matrix and
+        samples (Images) and the features of up to 2,000 test images per
+        domain (Projector) for TensorBoard (utils/tensorboard_extras.py).
     """
 
     mode: str = "dann"
@@ -229,6 +233,7 @@ class DANNConfig:
     collapse_probe_size: int = 500
     on_collapse: str = "rollback"
     max_rollbacks: int = 2
+    tensorboard_extras: bool = True
 
     def __post_init__(self):
         if self.steps_per_epoch is None and isinstance(self.batch_size, int) and self.batch_size > 1:

@@ -139,8 +139,15 @@ def evaluate_run(run, test_sets, output_root=".", checkpoint=None, seed=0):
 
 
 def plot_confusion_matrix(confusion, title, path, class_names=None):
-    """Row-normalised confusion matrix with the raw counts written in each cell."""
-    from utils.figures import new_figure, save_png
+    """Row-normalised confusion matrix with the raw counts written in each cell, as a PNG."""
+    from utils.figures import save_png
+
+    return save_png(plot_confusion_matrix_figure(confusion, title, class_names), path)
+
+
+def plot_confusion_matrix_figure(confusion, title, class_names=None):
+    """The figure of `plot_confusion_matrix` (TensorBoard's Images take it too)."""
+    from utils.figures import new_figure
 
     figure, (axis,) = new_figure(1, panel_size=(6.0, 5.5), title=title)
     rates = confusion / np.maximum(confusion.sum(axis=1, keepdims=True), 1)
@@ -154,7 +161,7 @@ def plot_confusion_matrix(confusion, title, path, class_names=None):
     axis.set(xticks=ticks, yticks=ticks, xlabel="predicted class", ylabel="true class")
     axis.set_xticklabels(names, rotation=90 if max(map(len, names)) > 2 else 0)
     axis.set_yticklabels(names)
-    return save_png(figure, path)
+    return figure
 
 
 def _accuracy(value):

@@ -546,7 +546,7 @@ class Trainer:
         if self.validators:
             self.validators.load(up_to_step=step)
 
-    def fit(self, resume=False, show_progress=True, resume_from=None):
+    def fit(self, resume=False, show_progress=True, resume_from=None, command=None):
         """Trains to `config.total_steps`; returns the results dict (also results.json).
 
         Training scalars are written every `log_every_steps` steps, validation
@@ -610,7 +610,17 @@ class Trainer:
                 writer.flush()
         # The loop ends with a whole-set validation of the final step: reuse it
         # (a run resumed when already finished has none and evaluates once).
-        return self._finish(validation or self.evaluate(), *self._run_totals())
+        results = self._finish(validation or self.evaluate(), *self._run_totals())
+        if config.tensorboard_extras:
+            from utils.tensorboard_extras import write_extras
+
+            seconds = write_extras(self.dirs["logs"], config, results, self.eval_model,
+                                   (self.test_sets["source"], self.test_sets["target"]),
+                                   command or "(not recorded)", seed=config.target_val_seed)
+            # What the end-of-run extras cost (README, "TensorBoard").
+            results["tensorboard_extras_seconds"] = round(seconds, 2)
+            atomic_write_json(os.path.join(self.dirs["logs"], "results.json"), results)
+        return results
 
     def _train_to_end(self, writers, stop_signal, bar):
         """Trains, validates and checkpoints from the current step to the last; returns the

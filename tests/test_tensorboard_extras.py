@@ -1,0 +1,80 @@
+"""What a finished run gives TensorBoard besides scalars (issue 21), read back with
+TensorBoard's own loaders."""
+import json
+import os
+
+import numpy as np
+import pytest
+
+from tests.conftest import png_size
+
+
+def accumulator(log_dir):
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    events = EventAccumulator(log_dir, size_guidance={"tensors": 0})
+    events.Reload()
+    return events
+
+
+def tags_of(events, plugin):
+    return sorted(tag for tag in events.Tags()["tensors"]
+                  if events.SummaryMetadata(tag).plugin_data.plugin_name == plugin)
+
+
+@pytest.mark.parametrize("run", ["dann", "source_only"])
+def test_a_run_writes_hparams_text_and_images_once(smoke_runs, run):
+    from tensorboard.plugins.hparams import plugin_data_pb2
+
+    log_dir = os.path.join(smoke_runs, "logs", run)
+    events = accumulator(log_dir)
+    assert tags_of(events, "text") == ["run/command", "run/config", "run/results"]
+    assert tags_of(events, "images") == ["data/samples", "target/confusion_matrix",
+                                         "target/predictions"]
+    # Once per run, at its last step: never per step.
+    for tag in tags_of(events, "images") + tags_of(events, "text"):
+        assert [event.step for event in events.Tensors(tag)] == [2], tag
+    session = plugin_data_pb2.HParamsPluginData.FromString(
+        events.PluginTagToContent("hparams")["_hparams_/session_start_info"]).session_start_info
+    assert session.group_name == run
+    assert session.hparams["mode"].string_value == run and session.hparams["seed"].number_value == 42
+    assert session.hparams["recipe"].string_value == "default"
+    command = events.Tensors("run/command")[0].tensor_proto.string_val[0].decode()
+    assert command.startswith("`python train_MNIST2MNIST_M.py --mode " + run)
+    results = json.loads(open(os.path.join(log_dir, "results.json")).read())
+    assert 0 < results["tensorboard_extras_seconds"]
+
+
+def test_the_projector_has_one_sprite_tile_and_metadata_row_per_point(smoke_runs):
+    import tensorflow as tf
+    from google.protobuf import text_format
+    from tensorboard.plugins import projector
+
+    folder = os.path.join(smoke_runs, "logs", "dann", "projector")
+    config = text_format.Parse(open(os.path.join(folder, "projector_config.pbtxt")).read(),
+                               projector.ProjectorConfig())
+    [embedding] = config.embeddings
+    features = tf.train.load_checkpoint(os.path.join(folder, "embedding.ckpt")).get_tensor(
+        embedding.tensor_name)
+    rows = open(os.path.join(folder, embedding.metadata_path)).read().splitlines()
+    assert rows[0] == "domain\tlabel\tpredicted\tcorrect"
+    # The synthetic test sets hold 64 images per domain (fewer than 2,000: all of them).
+    assert features.shape == (128, 768) and len(rows) == 1 + 128
+    assert {row.split("\t")[0] for row in rows[1:]} == {"MNIST", "MNIST-M"}
+    assert all(row.split("\t")[3] == str(row.split("\t")[1] == row.split("\t")[2]).lower()
+               for row in rows[1:])
+    width, height = png_size(os.path.join(folder, embedding.sprite.image_path))
+    tile = list(embedding.sprite.single_image_dim)
+    side = int(np.ceil(np.sqrt(128)))
+    assert tile == [28, 28] and (width, height) == (side * 28, side * 28)
+
+
+def test_extras_can_be_written_afterwards_and_replace_the_first(smoke_runs, capsys):
+    from utils import tensorboard_extras
+
+    log_dir = os.path.join(smoke_runs, "logs", "dann")
+    tensorboard_extras.main(["--run", "dann", "--output-root", smoke_runs])
+    assert "wrote HParams, Text, Images and the Projector of run dann" in capsys.readouterr().out
+    events = accumulator(log_dir)
+    assert [event.step for event in events.Tensors("target/predictions")] == [2]
+    assert len([name for name in os.listdir(log_dir) if name.startswith("events.")]) == 1

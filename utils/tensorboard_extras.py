@@ -1,0 +1,258 @@
+"""What a finished run gives TensorBoard besides its curves: HParams, Text, Images, Projector.
+
+    python -m utils.tensorboard_extras --run <run>     # for a run trained before they existed
+
+A run writes these once, at its end (issue 21), into logs/<run>/ itself, the
+TensorBoard run that holds train/, validation/ and hyperparameter/:
+
+  * HParams (`tensorboard.plugins.hparams.api`): the run's settings (recipe,
+    mode, seed, batch, updates, input norm, recipe components, data) as one
+    session named after the run. Its metrics are the scalars of its
+    sub-runs, e.g. validation/acc/label_acc (the target test accuracy at the
+    last step), validation/acc/source_label_acc, validation/acc/domain_acc,
+    plus run/ms_per_step here; `tensorboard --logdir logs/reproduce/<recipe>`
+    shows one row per seed.
+  * Text: the config, the results and the command that made the run.
+  * Images: a grid of target test images with predicted and true class
+    (mistakes in red), the target confusion matrix, and source and target
+    test samples side by side.
+  * Projector (logs/<run>/projector/): G_f's features of a seeded subset of
+    up to 2,000 test images per domain (as utils.visualize_features), with a
+    sprite of the images and metadata columns domain, label, predicted and
+    correct, so the paper's Fig. 2 can be explored with PCA, t-SNE or UMAP in
+    the browser, coloured by domain or class.
+
+Nothing is written per step. A second call replaces what the first wrote.
+"""
+import glob
+import json
+import os
+import time
+
+import numpy as np
+
+from utils.io import ArgumentParser, atomic_write_bytes, atomic_write_text, run_main
+
+PROJECTOR_FOLDER = "projector"
+SPRITE_LIMIT = 8192  # TensorBoard's largest sprite side, in pixels
+GRID_IMAGES = 64
+
+
+def hparams_of(config):
+    """The settings shown in HParams: every config field TensorBoard can hold, as such."""
+    values = {}
+    for name, value in config.to_dict().items():
+        if isinstance(value, (list, tuple)):
+            value = ",".join(map(str, value))
+        values[name] = "none" if value is None else value
+    return values
+
+
+def seeded_subsets(test_sets, num, seed):
+    """{domain: (images, labels or -1)}: the same seeded choice utils.visualize_features makes."""
+    rng = np.random.default_rng(seed)
+    subsets = {}
+    for name, pair in zip(("source", "target"), test_sets):
+        images, labels = pair if pair is not None else (None, None)
+        if images is None:
+            continue
+        count = min(num, len(images))
+        chosen = np.sort(rng.choice(len(images), size=count, replace=False))
+        subsets[name] = (images[chosen], (np.asarray(labels)[chosen] if labels is not None
+                                          else np.full(count, -1)))
+    return subsets
+
+
+def _png(figure):
+    import io
+
+    buffer = io.BytesIO()
+    figure.savefig(buffer, format="png", dpi=80)
+    return buffer.getvalue()
+
+
+def prediction_grid(images, labels, predicted, names):
+    """PNG bytes: up to 64 target images titled "predicted / true", mistakes in red."""
+    from utils.figures import new_figure
+
+    count = min(GRID_IMAGES, len(images))
+    columns = 8
+    rows = -(-count // columns)
+    figure, _ = new_figure(1, panel_size=(columns * 1.1, rows * 1.25),
+                           title="target test images: predicted / true (red: mistakes)")
+    figure.clear()
+    for index in range(count):
+        axis = figure.add_subplot(rows, columns, index + 1)
+        image = images[index]
+        axis.imshow(image[..., 0] if image.shape[-1] == 1 else image, cmap="gray")
+        truth = names[labels[index]] if labels[index] >= 0 else "?"
+        wrong = labels[index] >= 0 and labels[index] != predicted[index]
+        axis.set_title(f"{names[predicted[index]]} / {truth}", fontsize=7,
+                       color="red" if wrong else "black")
+        axis.set(xticks=[], yticks=[])
+    return _png(figure)
+
+
+def samples_grid(subsets, names):
+    """PNG bytes: 16 source and 16 target test images side by side."""
+    from skimage.util import montage
+
+    from utils.figures import new_figure
+
+    figure, axes = new_figure(len(subsets), panel_size=(4.0, 4.3), title="test samples")
+    for axis, (domain, (images, _)) in zip(axes, subsets.items()):
+        grid = montage(images[:16], grid_shape=(4, 4), padding_width=2,
+                       fill=(255,) * images.shape[-1], channel_axis=-1)
+        axis.imshow(grid[..., 0] if grid.shape[-1] == 1 else grid, cmap="gray")
+        axis.set(title=names[domain], xticks=[], yticks=[])
+    return _png(figure)
+
+
+def sprite(images):
+    """One square sprite of `images` (thumbnails shrunk to fit TensorBoard's 8192 pixels)."""
+    import cv2
+
+    side = int(np.ceil(np.sqrt(len(images))))
+    height, width = images.shape[1:3]
+    scale = min(1.0, SPRITE_LIMIT / (side * max(height, width)))
+    size = (max(1, int(width * scale)), max(1, int(height * scale)))
+    thumbs = [cv2.resize(image, size, interpolation=cv2.INTER_AREA) if scale < 1 else image
+              for image in images]
+    thumbs = [thumb[..., None] if thumb.ndim == 2 else thumb for thumb in thumbs]
+    channels = images.shape[-1]
+    canvas = np.full((side * size[1], side * size[0], channels), 255, np.uint8)
+    for index, thumb in enumerate(thumbs):
+        row, column = divmod(index, side)
+        canvas[row * size[1]:(row + 1) * size[1], column * size[0]:(column + 1) * size[0]] = thumb
+    pixels = canvas[..., 0] if channels == 1 else canvas[..., ::-1]  # OpenCV writes BGR
+    return cv2.imencode(".png", pixels)[1].tobytes(), size
+
+
+def write_projector(log_dir, features, metadata_rows, images):
+    """logs/<run>/projector/: the features as a checkpoint, metadata.tsv, sprite.png, config."""
+    import tensorflow as tf
+    from tensorboard.plugins import projector
+
+    folder = os.path.join(log_dir, PROJECTOR_FOLDER)
+    os.makedirs(folder, exist_ok=True)
+    for name in os.listdir(folder):
+        os.remove(os.path.join(folder, name))
+    embedding = tf.Variable(features, name="features")
+    tf.train.Checkpoint(embedding=embedding).write(os.path.join(folder, "embedding.ckpt"))
+    atomic_write_text(os.path.join(folder, "metadata.tsv"),
+                      "domain\tlabel\tpredicted\tcorrect\n"
+                      + "".join("\t".join(map(str, row)) + "\n" for row in metadata_rows))
+    sprite_png, (thumb_width, thumb_height) = sprite(images)
+    atomic_write_bytes(os.path.join(folder, "sprite.png"), sprite_png)
+    config = projector.ProjectorConfig()
+    info = config.embeddings.add()
+    info.tensor_name = "embedding/.ATTRIBUTES/VARIABLE_VALUE"
+    info.metadata_path = "metadata.tsv"
+    info.sprite.image_path = "sprite.png"
+    info.sprite.single_image_dim.extend([thumb_width, thumb_height])
+    projector.visualize_embeddings(folder, config)
+    return folder
+
+
+def write_extras(log_dir, config, results, model, test_sets, command, num=2000, seed=0):
+    """Writes HParams, Text, Images and the Projector for a finished run; returns the seconds.
+
+    `model` is the evaluated functional DANN; `test_sets` is ((source images,
+    labels), (target images, labels or None)), either pair possibly None.
+    """
+    import tensorflow as tf
+    from tensorboard.plugins.hparams import api as hp
+
+    from utils.data.domains import describe_spec
+    from utils.evaluate import plot_confusion_matrix_figure
+
+    started = time.perf_counter()
+    # Only what this function wrote lives directly in logs/<run>/: replace it.
+    for path in glob.glob(os.path.join(log_dir, "events.out.tfevents.*")):
+        os.remove(path)
+    names = list(config.class_names or [str(label) for label in range(config.num_classes)])
+    domain_names = {"source": describe_spec(config.source),
+                    "target": describe_spec(config.target_test or config.target)}
+    subsets = seeded_subsets(test_sets, num, seed)
+    extractor = model.get_layer("feature_extractor")
+    classifier = model.get_layer("label_classifier")
+    outputs = {}
+    for domain, (images, labels) in subsets.items():
+        features = np.concatenate([extractor(images[i:i + 500], training=False).numpy()
+                                   for i in range(0, len(images), 500)])
+        predicted = np.argmax(classifier(features, training=False).numpy(), axis=1)
+        outputs[domain] = (features, predicted)
+    writer = tf.summary.create_file_writer(log_dir)
+    step = int(results.get("steps", 0))
+    with writer.as_default(step=step):
+        hp.hparams(hparams_of(config), trial_id=config.run_name)
+        if results.get("ms_per_step") is not None:
+            tf.summary.scalar("run/ms_per_step", results["ms_per_step"])
+        table = "| field | value |\n|---|---|\n" + "".join(
+            f"| {name} | {value} |\n" for name, value in hparams_of(config).items())
+        tf.summary.text("run/config", table)
+        tf.summary.text("run/results", "```\n" + json.dumps(results, indent=2) + "\n```")
+        tf.summary.text("run/command", f"`{command}`")
+        if "target" in subsets:
+            images, labels = subsets["target"]
+            predicted = outputs["target"][1]
+            grid = prediction_grid(images, labels, predicted, names)
+            tf.summary.image("target/predictions", tf.image.decode_png(grid)[None])
+            if (labels >= 0).all():
+                from sklearn.metrics import confusion_matrix
+
+                matrix = confusion_matrix(labels, predicted, labels=list(range(len(names))))
+                png = _png(plot_confusion_matrix_figure(
+                    matrix, f"{config.run_name}: target test (subset of {len(labels)})", names))
+                tf.summary.image("target/confusion_matrix", tf.image.decode_png(png)[None])
+        if subsets:
+            tf.summary.image("data/samples", tf.image.decode_png(
+                samples_grid(subsets, domain_names))[None])
+    writer.close()
+    if subsets:
+        rows, features, images = [], [], []
+        for domain, (domain_images, labels) in subsets.items():
+            domain_features, predicted = outputs[domain]
+            for label, guess in zip(labels, predicted):
+                rows.append((domain_names[domain], names[label] if label >= 0 else "?",
+                             names[guess], "?" if label < 0 else str(bool(label == guess)).lower()))
+            features.append(domain_features)
+            images.append(domain_images)
+        write_projector(log_dir, np.concatenate(features), rows, np.concatenate(images))
+    return time.perf_counter() - started
+
+
+def parse_args(argv=None):
+    parser = ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--run", required=True, help="finished run, as given to --run-name")
+    parser.add_argument("--output-root", default=".",
+                        help="folder holding logs/, checkpoints/ and config/ (default: .)")
+    parser.add_argument("--data-dir", help="dataset folder (default: the one in the run's config)")
+    return parser.parse_args(argv)
+
+
+def main(argv=None):
+    from utils.io import UserError
+    from utils.runs import find_run, load_run, load_test_sets, results_file, run_dirs
+
+    args = parse_args(argv)
+    find_run(args.run, args.output_root)
+    path = results_file(args.run, args.output_root)
+    results = {}
+    if os.path.exists(path):
+        with open(path) as handle:
+            results = json.load(handle)
+    config, dann = load_run(args.run, args.output_root)
+    source, target = load_test_sets(config, args.data_dir)
+    if source[0] is None:
+        raise UserError(f"run {args.run!r} has no source test images")
+    log_dir = run_dirs(args.output_root, args.run)["logs"]
+    seconds = write_extras(log_dir, config, results, dann.model,
+                           (source, target if target[0] is not None else None),
+                           command="(written afterwards by python -m utils.tensorboard_extras)")
+    print(f"wrote HParams, Text, Images and the Projector of run {args.run} into {log_dir} in "
+          f"{seconds:.1f} s; view with: tensorboard --logdir {os.path.dirname(log_dir)}")
+
+
+if __name__ == "__main__":
+    run_main(main)
