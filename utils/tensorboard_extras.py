@@ -73,23 +73,31 @@ def _png(figure):
 
 def prediction_grid(images, labels, predicted, names):
     """PNG bytes: up to 64 target images titled "predicted / true", mistakes in red."""
+    from skimage.util import montage
+
     from utils.figures import new_figure
 
     count = min(GRID_IMAGES, len(images))
     columns = 8
     rows = -(-count // columns)
-    figure, _ = new_figure(1, panel_size=(columns * 1.1, rows * 1.25),
-                           title="target test images: predicted / true (red: mistakes)")
-    figure.clear()
+    # One montage with a caption band under each tile: one image to draw, not 64 axes.
+    height, width, channels = images.shape[1:]
+    band = max(8, height // 2)
+    tiles = np.full((count, height + band, width, channels), 255, np.uint8)
+    tiles[:, :height] = images[:count]
+    grid = montage(tiles, grid_shape=(rows, columns), padding_width=2,
+                   fill=(255,) * channels, channel_axis=-1)
+    figure, (axis,) = new_figure(1, panel_size=(columns * 1.2, rows * 1.4),
+                                 title="target test images: predicted / true (red: mistakes)")
+    axis.imshow(grid[..., 0] if channels == 1 else grid, cmap="gray", vmin=0, vmax=255)
     for index in range(count):
-        axis = figure.add_subplot(rows, columns, index + 1)
-        image = images[index]
-        axis.imshow(image[..., 0] if image.shape[-1] == 1 else image, cmap="gray")
+        row, column = divmod(index, columns)
         truth = names[labels[index]] if labels[index] >= 0 else "?"
         wrong = labels[index] >= 0 and labels[index] != predicted[index]
-        axis.set_title(f"{names[predicted[index]]} / {truth}", fontsize=7,
-                       color="red" if wrong else "black")
-        axis.set(xticks=[], yticks=[])
+        axis.text(2 + column * (width + 2) + width / 2, 2 + row * (height + band + 2) + height
+                  + band / 2, f"{names[predicted[index]]} / {truth}"[:16], ha="center",
+                  va="center", fontsize=7, color="red" if wrong else "black")
+    axis.set(xticks=[], yticks=[])
     return _png(figure)
 
 
