@@ -132,6 +132,11 @@ def resolve_config(args):
     if not args.run_name:
         raise UserError("--resume needs --run-name to say which run to continue")
     config = DANNConfig.load(config_file(args.run_name, args.output_root))
+    # What a collapse does may change on resume: it acts on nothing until one happens.
+    for name in ("on_collapse", "max_rollbacks"):
+        if getattr(args, name, None) is not None:
+            setattr(config, name, getattr(args, name))
+    config.validate()
     changed = [name for name, value in config_from_args(args, **config.to_dict()).to_dict().items()
                if getattr(args, name, None) is not None and getattr(args, name) != value]
     if changed:
@@ -170,16 +175,26 @@ def main(argv=None):
     args = parse_args(argv)
     config = resolve_config(args)
     results_path = finished_results(args.output_root, config.run_name) if args.resume else None
+    collapsed = None
     if results_path:
-        # Resuming would retrain nothing but rewrite results.json with the
-        # timing of a no-op (issue 10): say so and leave the run untouched.
         with open(results_path) as handle:
-            collapsed_at = json.load(handle).get("collapsed_at")
-        state = (f"collapsed at step {collapsed_at}" if collapsed_at is not None
-                 else "is already finished")
-        print(f"run {config.run_name!r} {state} ({results_path}); nothing to resume. "
-              "Start a new run with another --run-name to train again.")
-        return
+            results = json.load(handle)
+        collapsed_at = results.get("collapsed_at")
+        if collapsed_at is not None and config.on_collapse == "rollback":
+            # A run that stopped on a collapse, resumed with --on-collapse rollback: it goes
+            # back to its last good checkpoint (the newest on disk) past the batches since.
+            from utils.training.collapse_guard import Collapsed
+
+            collapsed = Collapsed(collapsed_at, results["collapse"], results["last_good_checkpoint"])
+        else:
+            # Resuming would retrain nothing but rewrite results.json with the
+            # timing of a no-op (issue 10): say so and leave the run untouched.
+            state = (f"collapsed at step {collapsed_at}; pass --on-collapse rollback to go "
+                     "back to its last good checkpoint and continue" if collapsed_at is not None
+                     else "is already finished")
+            print(f"run {config.run_name!r} {state} ({results_path}); nothing to resume. "
+                  "Start a new run with another --run-name to train again.")
+            return
     # Bad data or an unwritable output folder should fail in a second, not
     # after the TensorFlow import and model build.
     ensure_writable_dir(args.output_root)
@@ -214,11 +229,11 @@ def main(argv=None):
         if args.overwrite:
             delete_run(args.output_root, config.run_name, lock)
         trainer = Trainer(config, source, target, output_root=args.output_root)
-        results = train(trainer, args)
+        results = train(trainer, args, collapsed)
     print(json.dumps(results, indent=2))
 
 
-def train(trainer, args):
+def train(trainer, args, collapsed=None):
     """fit() with every way it can stop turned into one line and the shell's exit status."""
     import tensorflow as tf
 
@@ -230,7 +245,8 @@ def train(trainer, args):
                       + (f" --output-root {args.output_root}" if args.output_root != "." else ""))
     try:
         return trainer.fit(resume=args.resume, show_progress=not args.no_progress,
-                           resume_from=args.resume_from, command=args.command)
+                           resume_from=args.resume_from, command=args.command,
+                           collapsed=collapsed)
     except Interrupted as stop:
         print(f"stopped by {stop} at step {trainer.step}; checkpoint saved. Continue with: "
               f"{resume_command}", file=sys.stderr)

@@ -100,7 +100,19 @@ def test_collapsed_run_stops_with_one_line_exit_4_and_says_so_in_results(data_di
     # Resuming the collapsed run changes nothing and says why.
     train_MNIST2MNIST_M.main(["--run-name", "collapses", "--resume", "--output-root",
                               str(tmp_path), "--no-progress"])
-    assert "collapsed at step 20" in capsys.readouterr().out
+    assert "collapsed at step 20; pass --on-collapse rollback" in capsys.readouterr().out
+    # ... unless it is resumed with a rollback: back to ckpt-10, past the 10 batches since.
+    monkeypatch.setattr(Trainer, "save_checkpoint", original_save)
+    train_MNIST2MNIST_M.main(["--run-name", "collapses", "--resume", "--on-collapse", "rollback",
+                              "--output-root", str(tmp_path), "--no-progress"])
+    assert ("rollback 1 of at most 2: the run collapsed by step 20 (fc2 has 0 of 100 units live"
+            in capsys.readouterr().out)
+    results = json.loads((tmp_path / "logs" / "collapses" / "results.json").read_text())
+    assert results["collapsed"] is False and results["steps"] == 40
+    assert [(r["collapsed_at"], r["restored_step"], r["skipped_batches"])
+            for r in results["rollbacks"]] == [(20, 10, 10)]
+    saved = json.loads((tmp_path / "config" / "collapses" / "config.json").read_text())
+    assert saved["on_collapse"] == "rollback"
 
 
 def kill_fc2_when_saving_step_20(monkeypatch, times):

@@ -178,7 +178,7 @@ def main(argv=None):
 
     with tempfile.TemporaryDirectory() as scratch:
         trainer = Trainer(config, source, target, output_root=scratch)
-        trainer.checkpoint.restore(checkpoint).assert_existing_objects_matched()
+        trainer._restore_checkpoint(checkpoint)
         if trainer.rollbacks:
             # The run's own record of rollbacks, not the scratch folder's.
             trainer.rollbacks.path = os.path.join(run_dirs(args.output_root, args.run)["logs"],

@@ -86,6 +86,22 @@ def saved_config_changes(recipe, mode, seed, output_root, data_dir, extra_flags)
             if field not in ignored and _shown(saved.get(field)) != _shown(wanted[field])]
 
 
+def _stopped_collapse_to_roll_back(recipe, mode, seed, output_root, data_dir, extra_flags):
+    """True for a run that stopped on a collapse (--on-collapse stop) when rollbacks are asked
+    for now: it is resumed as the rollback it did not take."""
+    from config.config import DANNConfig
+
+    name = run_name(recipe, mode, seed)
+    path = results_file(name, output_root)
+    if not os.path.exists(path):
+        return False
+    with open(path) as handle:
+        collapsed = json.load(handle).get("collapsed")
+    wanted = requested_config(recipe, mode, seed, name, data_dir, extra_flags).on_collapse
+    saved = DANNConfig.load(config_file(name, output_root)).on_collapse
+    return bool(collapsed) and wanted == "rollback" and saved == "stop"
+
+
 def _shown(value):
     """Lists and tuples alike (config.json stores tuples as lists)."""
     return tuple(value) if isinstance(value, (list, tuple)) else value
@@ -117,13 +133,16 @@ def train(recipe, mode, seed, output_root, data_dir, extra_flags):
     name = run_name(recipe, mode, seed)
     results_path = results_file(name, output_root)
     saved_config = config_file(name, output_root)
-    if not os.path.exists(results_path):
+    rollback = _stopped_collapse_to_roll_back(recipe, mode, seed, output_root, data_dir,
+                                              extra_flags)
+    if not os.path.exists(results_path) or rollback:
         command = [sys.executable, os.path.join(ROOT, "train_MNIST2MNIST_M.py"), "--recipe", recipe,
                    "--mode", mode, "--seed", str(seed), "--run-name", name, "--output-root",
                    output_root, "--data-dir", data_dir, "--no-progress", *extra_flags]
         if os.path.exists(saved_config):
             command = [*command[:2], "--run-name", name, "--output-root", output_root,
-                       "--no-progress", "--resume"]
+                       "--no-progress", "--resume"] + (["--on-collapse", "rollback"]
+                                                      if rollback else [])
         print(f"== {name}: {' '.join(command[1:])}", flush=True)
         start = time.perf_counter()
         status = subprocess.call(command)

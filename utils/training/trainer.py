@@ -223,6 +223,10 @@ class Trainer:
         if self.rollbacks:
             checkpointed["rollbacks"] = self.rollbacks
         self.checkpoint = tf.train.Checkpoint(**checkpointed)
+        # A run that stopped on a collapse and is resumed with rollbacks restores checkpoints
+        # written before it had any rollback state.
+        self._checkpoint_without_rollbacks = tf.train.Checkpoint(
+            **{name: value for name, value in checkpointed.items() if name != "rollbacks"})
         self.manager = self._checkpoint_manager()
         self._last_save = time.monotonic()
         # `num_steps` is a tensor, so any count reuses the one trace.
@@ -523,7 +527,7 @@ class Trainer:
             if problem:
                 print(f"skipping checkpoint {prefix}: {problem}", flush=True)
                 continue
-            self.checkpoint.restore(prefix).assert_existing_objects_matched()
+            self._restore_checkpoint(prefix)
             restored = prefix
             break
         discard_after(folder, self.step)
@@ -531,6 +535,15 @@ class Trainer:
         if self.rollbacks:
             self.rollbacks.sync(self.step)
         return restored
+
+    def _restore_checkpoint(self, prefix):
+        import tensorflow as tf
+
+        names = [name for name, _ in tf.train.list_variables(prefix)]
+        if self.rollbacks and not any(name.startswith("rollbacks/") for name in names):
+            self._checkpoint_without_rollbacks.restore(prefix).assert_existing_objects_matched()
+        else:
+            self.checkpoint.restore(prefix).assert_existing_objects_matched()
 
     def _forget_after(self, step):
         """Drops what the run logged after `step` (event files, log.txt, validator record),
@@ -546,7 +559,8 @@ class Trainer:
         if self.validators:
             self.validators.load(up_to_step=step)
 
-    def fit(self, resume=False, show_progress=True, resume_from=None, command=None):
+    def fit(self, resume=False, show_progress=True, resume_from=None, command=None,
+            collapsed=None):
         """Trains to `config.total_steps`; returns the results dict (also results.json).
 
         Training scalars are written every `log_every_steps` steps, validation
@@ -557,6 +571,10 @@ class Trainer:
         Checkpoints are also written every `checkpoint_every_seconds`, so a kill
         loses at most that much; a resume after one rewrites the steps since the
         checkpoint (`_forget_after`) rather than logging them twice.
+
+        `collapsed` (a Collapsed) resumes a run that stopped on that collapse
+        (`--on-collapse stop`) as a rollback: its newest checkpoint is the last
+        good one, and the batches since it are skipped.
         """
         config = self.config
         for folder in self.dirs.values():
@@ -569,6 +587,8 @@ class Trainer:
                 print(f"no intact checkpoint in {self.dirs['checkpoints']}: starting run "
                       f"{config.run_name!r} from step 0", flush=True)
             self._forget_after(self.step)
+            if collapsed is not None:
+                self._resume_collapsed(collapsed)
         config.save(self.dirs["config"])
         writers = create_writers(self.dirs["logs"])
         stop_signal = []
@@ -650,6 +670,26 @@ class Trainer:
                 raise Interrupted(stop_signal[0])
         return validation
 
+    def _resume_collapsed(self, collapse):
+        """The rollback a run stopped on a collapse did not take, taken now on resume."""
+        refusal = (self.rollbacks.refusal(collapse) if self.rollbacks
+                   else "--on-collapse is stop")
+        if refusal is None and self.step > collapse.step:
+            refusal = "its newest checkpoint is after the collapse"
+        if refusal:
+            raise UserError(f"cannot resume run {self.config.run_name!r}, which collapsed at "
+                            f"step {collapse.step}, with a rollback: {refusal}")
+        entry = self.rollbacks.record(collapse, self.step)
+        line = (f"rollback {len(self.rollbacks.records())} of at most {self.rollbacks.limit}: the "
+                f"run collapsed by step {collapse.step} ({collapse.what}) and stopped; continuing "
+                f"from step {self.step}, skipping the {entry['skipped_batches']} batches it had "
+                "trained on since")
+        print(line, flush=True)
+        with open(os.path.join(self.dirs["logs"], "log.txt"), "a") as log:
+            log.write(line + "\n")
+        # The collapsed results go only now that the rollback is on record.
+        os.remove(os.path.join(self.dirs["logs"], "results.json"))
+
     def _roll_back(self, collapse, writers):
         """`--on-collapse rollback`: back to the last good checkpoint, past the batches since it.
 
@@ -658,7 +698,7 @@ class Trainer:
         a kill from here on resumes past the skipped batches too. The best-<validator>
         weights of steps after it stay: every one passed the guard (see _validate).
         """
-        self.checkpoint.restore(collapse.last_good_checkpoint).assert_existing_objects_matched()
+        self._restore_checkpoint(collapse.last_good_checkpoint)
         restored_step = self.step
         self.rollbacks.sync(restored_step)
         discard_after(self.dirs["checkpoints"], restored_step)
