@@ -79,7 +79,10 @@ def saved_config_changes(recipe, mode, seed, output_root, data_dir, extra_flags)
     # run saved what the data gave. What a collapse would do cannot matter to a run that
     # finished without one.
     ignored = {field for field, value in wanted.items() if value is None and field in FROM_DATA}
-    if _finished_without_collapse(name, output_root):
+    if not _rolled_back(name, output_root):
+        # Until a run has rolled back, what a collapse does has changed nothing of it: it is
+        # resumed with what is asked now (a run that stopped on a collapse, as the rollback it
+        # did not take).
         ignored |= ONLY_ON_COLLAPSE
     return [f"{field} {_shown(saved.get(field))!r} -> {_shown(wanted[field])!r}"
             for field in sorted(wanted)
@@ -107,13 +110,13 @@ def _shown(value):
     return tuple(value) if isinstance(value, (list, tuple)) else value
 
 
-def _finished_without_collapse(name, output_root):
-    path = results_file(name, output_root)
+def _rolled_back(name, output_root):
+    """True when the run went back from a collapse (its result depends on that setting)."""
+    path = os.path.join(os.path.dirname(results_file(name, output_root)), "rollbacks.json")
     if not os.path.exists(path):
         return False
     with open(path) as handle:
-        results = json.load(handle)
-    return not results.get("collapsed") and not results.get("rollbacks")
+        return bool(json.load(handle))
 
 
 def check_reusable(recipe, mode, seed, output_root, data_dir, extra_flags):
@@ -140,9 +143,10 @@ def train(recipe, mode, seed, output_root, data_dir, extra_flags):
                    "--mode", mode, "--seed", str(seed), "--run-name", name, "--output-root",
                    output_root, "--data-dir", data_dir, "--no-progress", *extra_flags]
         if os.path.exists(saved_config):
+            asked = requested_config(recipe, mode, seed, name, data_dir, extra_flags)
             command = [*command[:2], "--run-name", name, "--output-root", output_root,
-                       "--no-progress", "--resume"] + (["--on-collapse", "rollback"]
-                                                      if rollback else [])
+                       "--no-progress", "--resume", "--on-collapse", asked.on_collapse,
+                       "--max-rollbacks", str(asked.max_rollbacks)]
         print(f"== {name}: {' '.join(command[1:])}", flush=True)
         start = time.perf_counter()
         status = subprocess.call(command)
