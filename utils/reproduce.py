@@ -210,12 +210,18 @@ def summarise(results_by_mode):
                                                if run["source_accuracy"] is not None])[0],
             "steps": runs[0]["steps"] if not finished else finished[0]["steps"],
             # Whole command (start-up, data loading, training, evaluation, saving).
-            "wall_minutes_mean": statistics.mean(run["process_wall_seconds"] for run in runs) / 60,
-            "wall_minutes_max": max(run["process_wall_seconds"] for run in runs) / 60,
+            "wall_minutes_mean": statistics.mean(map(_command_seconds, runs)) / 60,
+            "wall_minutes_max": max(map(_command_seconds, runs)) / 60,
             "ms_per_step_mean": statistics.mean(run["ms_per_step"] for run in runs),
             "published": {version: figures[mode] for version, figures in PUBLISHED.items()},
         }
     return summary
+
+
+def _command_seconds(run):
+    """The whole command's seconds; for a run whose timing command was stopped before it
+    could add them, the run's own wall time (from after start-up), which is a few seconds less."""
+    return run.get("process_wall_seconds", run["wall_seconds"])
 
 
 def _collapses(row):
