@@ -44,6 +44,10 @@ def parse_args(argv=None):
                         help="folder holding logs/, checkpoints/ and config/ (default: %(default)s)")
     parser.add_argument("--data-dir", default=None,
                         help="folder holding the pickles (default: the run's own)")
+    parser.add_argument("--clip-norm", type=float, default=None,
+                        help="replay with this global gradient-norm clip instead of the run's "
+                        "(a counterfactual: what the same updates would have done clipped; "
+                        "default: the run's own)")
     parser.add_argument("--stop-after-collapse", type=int, default=50,
                         help="steps to go on once the guard calls the model collapsed "
                         "(default: %(default)s)")
@@ -165,6 +169,9 @@ def main(argv=None):
     from utils.data import load_run_domains
 
     source, target = load_run_domains(config, args.data_dir)
+    if args.clip_norm is not None:
+        config.clip_norm = args.clip_norm
+        config.validate()
     import keras
     import tensorflow as tf
 
@@ -186,8 +193,9 @@ def main(argv=None):
             trainer.rollbacks.sync(trainer.step)
         start = trainer.step
         rows, collapsed_at = replay(trainer, args.steps, args.stop_after_collapse)
+    suffix = "" if args.clip_norm is None else f"-clip{args.clip_norm:g}"
     path = os.path.join(run_dirs(args.output_root, args.run)["logs"], "diagnostics",
-                        f"replay-{start}.csv")
+                        f"replay-{start}{suffix}.csv")
     write_csv(path, rows)
     print(f"replayed steps {start}-{rows[-1]['step']} of run {args.run}; "
           + (f"the guard calls the model collapsed after step {collapsed_at}" if collapsed_at
