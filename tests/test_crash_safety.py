@@ -218,6 +218,7 @@ def test_lock_refuses_a_second_process_and_takes_over_a_stale_one(tmp_path, caps
     assert not lock.held and not (folder / "lock").exists()
 
 
+@pytest.mark.slow  # about 60 s: two training processes
 def test_second_process_on_a_running_run_is_refused(data_dir, tmp_path):
     first = subprocess.Popen([sys.executable, TRAIN_SCRIPT,
                               *flags(data_dir, tmp_path, "busy", 100000, 1000)],

@@ -1,6 +1,7 @@
 """MirroredStrategy over two logical CPUs gives the same weights as the default strategy."""
 import subprocess
 import sys
+import pytest
 
 from tests.conftest import ROOT
 
@@ -42,6 +43,7 @@ print("equivalent")
 """
 
 
+@pytest.mark.slow  # about 40 s
 def test_mirrored_strategy_matches_default(data_dir, tmp_path):
     completed = subprocess.run([sys.executable, "-c", SCRIPT, data_dir, str(tmp_path)], cwd=ROOT,
                                capture_output=True, text=True, timeout=240)

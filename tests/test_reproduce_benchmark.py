@@ -52,6 +52,7 @@ def test_collapsed_run_is_counted_and_shown_never_averaged_in():
     assert only["target_accuracy_mean"] != only["target_accuracy_mean"]  # NaN
 
 
+@pytest.mark.slow  # about 80 s: five reproduce commands
 def test_reproduce_reuses_only_identical_runs_and_keeps_other_commands_rows(data_dir, tmp_path, capsys):
     argv = ["--seeds", "2", "--modes", "dann", "--data-dir", data_dir, "--output-root",
             str(tmp_path), "--epochs", "1", "--steps-per-epoch", "2", "--batch-size", "8",

@@ -114,6 +114,7 @@ def resumed_at_step(stdout):
     return int(match.group(2))
 
 
+@pytest.mark.slow  # about 100 s: four training processes
 def test_signals_stop_with_shell_status_and_resume_from_that_step(stopped_twice_run):
     stops, final = stopped_twice_run
     stopped_steps = []

@@ -221,7 +221,7 @@ def summarise(results_by_mode):
 def _command_seconds(run):
     """The whole command's seconds; for a run whose timing command was stopped before it
     could add them, the run's own wall time (from after start-up), which is a few seconds less."""
-    return run.get("process_wall_seconds", run["wall_seconds"])
+    return run["process_wall_seconds"] if "process_wall_seconds" in run else run["wall_seconds"]
 
 
 def _collapses(row):
