@@ -273,3 +273,37 @@ def test_original_logs_without_event_files_exit_with_one_line(original_recipe_ru
     assert completed.returncode == 2
     assert_one_line_failure(completed, "no event files in")
     assert not (tmp_path / "image").exists()
+
+
+def test_an_imported_run_gets_a_row_in_hparams(imported, data_dir, capsys):
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+    from tensorboard.plugins.hparams import plugin_data_pb2
+
+    from utils import tensorboard_extras
+
+    root, _, _ = imported
+    tensorboard_extras.main(["--run", "original", "--output-root", root, "--data-dir", data_dir])
+    assert "of run original" in capsys.readouterr().out
+    log_dir = os.path.join(root, "logs", "original")
+    with open(os.path.join(log_dir, "evaluation.json")) as handle:
+        evaluation = json.load(handle)
+    validation = EventAccumulator(os.path.join(log_dir, "validation"),
+                                  size_guidance={"tensors": 0})
+    validation.Reload()
+    written = {tag: float(tf_value(validation.Tensors(tag)[-1])) for tag in
+               ("acc/label_acc", "acc/source_label_acc", "acc/domain_acc")}
+    assert written == pytest.approx({
+        "acc/label_acc": evaluation["target_accuracy"],
+        "acc/source_label_acc": evaluation["source_accuracy"],
+        "acc/domain_acc": evaluation["domain_classifier_accuracy"]["both"]})
+    session = EventAccumulator(log_dir, size_guidance={"tensors": 0})
+    session.Reload()
+    start = plugin_data_pb2.HParamsPluginData.FromString(
+        session.PluginTagToContent("hparams")["_hparams_/session_start_info"]).session_start_info
+    assert start.hparams["recipe"].string_value == "original"
+
+
+def tf_value(event):
+    import tensorflow as tf
+
+    return tf.make_ndarray(event.tensor_proto)

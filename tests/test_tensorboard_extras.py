@@ -39,6 +39,18 @@ def test_a_run_writes_hparams_text_and_images_once(smoke_runs, run):
     assert session.group_name == run
     assert session.hparams["mode"].string_value == run and session.hparams["seed"].number_value == 42
     assert session.hparams["recipe"].string_value == "default"
+    assert session.hparams["updates"].number_value == 2
+    experiment = plugin_data_pb2.HParamsPluginData.FromString(
+        events.PluginTagToContent("hparams")["_hparams_/experiment"]).experiment
+    assert [info.name for info in experiment.hparam_infos][:3] == ["recipe", "mode", "seed"]
+    # The metrics are scalars the run logs itself, in the sub-runs named by their group.
+    assert [(m.name.group, m.name.tag) for m in experiment.metric_infos] == [
+        ("validation", "acc/label_acc"), ("validation", "acc/target_val_acc"),
+        ("validation", "acc/source_label_acc"), ("validation", "acc/domain_acc"),
+        ("", "run/ms_per_step")]
+    validation = accumulator(os.path.join(log_dir, "validation"))
+    assert {m.name.tag for m in experiment.metric_infos if m.name.group} <= set(
+        validation.Tags()["tensors"])
     command = events.Tensors("run/command")[0].tensor_proto.string_val[0].decode()
     assert command.startswith("`python train_MNIST2MNIST_M.py --mode " + run)
     results = json.loads(open(os.path.join(log_dir, "results.json")).read())
@@ -58,7 +70,7 @@ def test_the_projector_has_one_sprite_tile_and_metadata_row_per_point(smoke_runs
     def field(name):
         return re.search(rf'{name}: "([^"]+)"', config).group(1)
 
-    features = tf.train.load_checkpoint(os.path.join(folder, "embedding.ckpt")).get_tensor(
+    features = tf.train.load_checkpoint(folder).get_tensor(
         field("tensor_name"))
     rows = open(os.path.join(folder, field("metadata_path"))).read().splitlines()
     assert rows[0] == "domain\tlabel\tpredicted\tcorrect"
@@ -71,6 +83,30 @@ def test_the_projector_has_one_sprite_tile_and_metadata_row_per_point(smoke_runs
     tile = [int(n) for n in re.findall(r"single_image_dim: (\d+)", config)]
     side = int(np.ceil(np.sqrt(128)))
     assert tile == [28, 28] and (width, height) == (side * 28, side * 28)
+
+
+def test_tensorboards_projector_plugin_finds_the_runs_embedding(smoke_runs):
+    """`tensorboard --logdir logs` shows the Projector: its plugin, as the server runs it."""
+    import time
+
+    from tensorboard.backend.event_processing import data_provider, plugin_event_multiplexer
+    from tensorboard.plugins import base_plugin
+    from tensorboard.plugins.projector.projector_plugin import ProjectorPlugin
+
+    logs = os.path.join(smoke_runs, "logs")
+    multiplexer = plugin_event_multiplexer.EventMultiplexer()
+    multiplexer.AddRunsFromDirectory(logs)
+    multiplexer.Reload()
+    plugin = ProjectorPlugin(base_plugin.TBContext(
+        logdir=logs, data_provider=data_provider.MultiplexerDataProvider(multiplexer, logs)))
+    deadline = time.time() + 60
+    while not plugin.is_active() and time.time() < deadline:  # it decides in a thread
+        time.sleep(0.1)
+    assert plugin.is_active()
+    assert {"dann/projector", "source_only/projector"} <= set(plugin._configs)
+    features = plugin._get_reader_for_run("dann/projector").get_tensor(
+        "embedding/.ATTRIBUTES/VARIABLE_VALUE")
+    assert features.shape == (128, 768)
 
 
 def test_extras_can_be_written_afterwards_and_replace_the_first(smoke_runs, capsys):

@@ -7,22 +7,25 @@ TensorBoard run that holds train/, validation/ and hyperparameter/:
 
   * HParams (`tensorboard.plugins.hparams.api`): the run's settings (recipe,
     mode, seed, batch, updates, input norm, recipe components, data) as one
-    session named after the run. Its metrics are the scalars of its
-    sub-runs, e.g. validation/acc/label_acc (the target test accuracy at the
-    last step), validation/acc/source_label_acc, validation/acc/domain_acc,
-    plus run/ms_per_step here; `tensorboard --logdir logs/reproduce/<recipe>`
-    shows one row per seed.
+    session named after the run, and the experiment's columns (SHOWN_HPARAMS).
+    Its metrics are the last values of scalars the run already logs:
+    validation/acc/label_acc (the target test accuracy), .../target_val_acc,
+    .../source_label_acc, .../domain_acc, plus run/ms_per_step here;
+    `tensorboard --logdir logs/reproduce/<recipe>` shows one row per seed.
   * Text: the config, the results and the command that made the run.
   * Images: a grid of target test images with predicted and true class
     (mistakes in red), the target confusion matrix, and source and target
     test samples side by side.
-  * Projector (logs/<run>/projector/): G_f's features of a seeded subset of
+  * Projector (logs/<run>/projector/, TensorBoard run "<run>/projector"): G_f's features of a seeded subset of
     up to 2,000 test images per domain (as utils.visualize_features), with a
     sprite of the images and metadata columns domain, label, predicted and
     correct, so the paper's Fig. 2 can be explored with PCA, t-SNE or UMAP in
     the browser, coloured by domain or class.
 
 Nothing is written per step. A second call replaces what the first wrote.
+A run with no validation scalars of its own (one imported from the original
+repository) first gets its final figures, by utils.evaluate on the whole
+test sets, as validation/ scalars at step 0, so that it has a row in HParams.
 """
 import glob
 import json
@@ -38,14 +41,40 @@ SPRITE_LIMIT = 8192  # TensorBoard's largest sprite side, in pixels
 GRID_IMAGES = 64
 
 
+# The columns the HParams dashboard shows (issue 21): what tells runs apart,
+# i.e. recipe, mode, seed, data, batch, updates, input norm and the recipe
+# components. Every other field is in the session too, and in Text's run/config.
+SHOWN_HPARAMS = ("recipe", "mode", "seed", "source", "target", "network", "input_norm",
+                 "batch_size", "updates", "learning_rate", "domain_loss_weight",
+                 "entropy_weight", "vat_weight", "ema_decay", "clip_norm", "on_collapse")
+# (sub-run, tag, column title): the final figures of a run, read by the
+# dashboard from the scalars the run already logs.
+SHOWN_METRICS = (("validation", "acc/label_acc", "target test acc"),
+                 ("validation", "acc/target_val_acc", "target val acc"),
+                 ("validation", "acc/source_label_acc", "source test acc"),
+                 ("validation", "acc/domain_acc", "domain acc"),
+                 (None, "run/ms_per_step", "ms per step"))
+
+
 def hparams_of(config):
-    """The settings shown in HParams: every config field TensorBoard can hold, as such."""
+    """The settings in HParams: every config field TensorBoard can hold, as such, and
+    `updates` (epochs x steps per epoch)."""
     values = {}
     for name, value in config.to_dict().items():
         if isinstance(value, (list, tuple)):
             value = ",".join(map(str, value))
         values[name] = "none" if value is None else value
+    values["updates"] = config.epochs * config.steps_per_epoch
     return values
+
+
+def hparams_experiment(values):
+    """The experiment `tensorboard.plugins.hparams.api` declares: which columns to show."""
+    from tensorboard.plugins.hparams import api as hp
+
+    return dict(hparams=[hp.HParam(name) for name in SHOWN_HPARAMS if name in values],
+                metrics=[hp.Metric(tag, group=group, display_name=title)
+                         for group, tag, title in SHOWN_METRICS])
 
 
 def seeded_subsets(test_sets, num, seed):
@@ -137,7 +166,12 @@ def sprite(images):
 
 
 def write_projector(log_dir, features, metadata_rows, images):
-    """logs/<run>/projector/: the features as a checkpoint, metadata.tsv, sprite.png, config."""
+    """logs/<run>/projector/: the features as a checkpoint, metadata.tsv, sprite.png, config.
+
+    Laid out as `tensorboard.plugins.projector` expects (its tutorial's
+    layout): projector_config.pbtxt beside a checkpoint whose variable
+    `embedding` holds one row per point, the metadata TSV and the sprite.
+    """
     import tensorflow as tf
     from tensorboard.plugins import projector
 
@@ -146,7 +180,15 @@ def write_projector(log_dir, features, metadata_rows, images):
     for name in os.listdir(folder):
         os.remove(os.path.join(folder, name))
     embedding = tf.Variable(features, name="features")
-    tf.train.Checkpoint(embedding=embedding).write(os.path.join(folder, "embedding.ckpt"))
+    # TensorBoard's Projector looks for its config in a *run* (a folder with an
+    # event file) and for the tensors in that folder's latest checkpoint (a
+    # `checkpoint` state file, which Checkpoint.write does not leave): so the
+    # folder gets both, and shows as run "<run>/projector".
+    tf.train.CheckpointManager(tf.train.Checkpoint(embedding=embedding), folder,
+                               max_to_keep=1, checkpoint_name="embedding.ckpt").save()
+    # An event file with no summaries: enough to make the folder a run, without
+    # a card in any other dashboard.
+    tf.summary.create_file_writer(folder).close()
     atomic_write_text(os.path.join(folder, "metadata.tsv"),
                       "domain\tlabel\tpredicted\tcorrect\n"
                       + "".join("\t".join(map(str, row)) + "\n" for row in metadata_rows))
@@ -193,7 +235,9 @@ def write_extras(log_dir, config, results, model, test_sets, command, num=2000, 
     writer = tf.summary.create_file_writer(log_dir)
     step = int(results.get("steps", 0))
     with writer.as_default(step=step):
-        hp.hparams(hparams_of(config), trial_id=config.run_name)
+        values = hparams_of(config)
+        hp.hparams_config(**hparams_experiment(values))
+        hp.hparams(values, trial_id=config.run_name)
         if results.get("ms_per_step") is not None:
             tf.summary.scalar("run/ms_per_step", results["ms_per_step"])
         table = "| field | value |\n|---|---|\n" + "".join(
@@ -230,6 +274,28 @@ def write_extras(log_dir, config, results, model, test_sets, command, num=2000, 
     return time.perf_counter() - started
 
 
+def write_final_figures(run, output_root, log_dir, test_sets):
+    """For a run trained elsewhere (imported from the original repository): its
+    final weights evaluated on the whole test sets (utils.evaluate), written as
+    the validation scalars HParams reads, at step 0. Returns the evaluation."""
+    import tensorflow as tf
+
+    from utils.evaluate import evaluate_run
+
+    evaluation = evaluate_run(run, test_sets, output_root)
+    figures = {"acc/source_label_acc": evaluation["source_accuracy"],
+               "acc/label_acc": evaluation["target_accuracy"],
+               "acc/domain_acc": evaluation.get("domain_classifier_accuracy", {}).get("both")}
+    writer = tf.summary.create_file_writer(os.path.join(log_dir, "validation"))
+    with writer.as_default(step=0):
+        for tag, value in figures.items():
+            if value is not None:
+                tf.summary.scalar(tag, value)
+    writer.close()
+    return {key: value for key, value in evaluation.items()
+            if not key.startswith("target_confusion")}
+
+
 def parse_args(argv=None):
     parser = ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--run", required=True, help="finished run, as given to --run-name")
@@ -255,6 +321,8 @@ def main(argv=None):
     if source[0] is None:
         raise UserError(f"run {args.run!r} has no source test images")
     log_dir = run_dirs(args.output_root, args.run)["logs"]
+    if not glob.glob(os.path.join(log_dir, "validation", "events.out.tfevents.*")):
+        results = write_final_figures(args.run, args.output_root, log_dir, (source, target))
     seconds = write_extras(log_dir, config, results, dann.model,
                            (source, target if target[0] is not None else None),
                            command="(written afterwards by python -m utils.tensorboard_extras)")
