@@ -37,11 +37,15 @@ def test_every_dashboard_has_the_runs_data_and_gets_one_screenshot(smoke_runs, t
     browser, calls = fake_browser(str(tmp_path))
     out = str(tmp_path / "image")
     tensorboard_screenshots.main(["--logdir", os.path.join(smoke_runs, "logs"), "--out", out,
-                                  "--browser", browser, "--render-seconds", "1"])
+                                  "--browser", browser, "--render-seconds", "1",
+                                  "--run-filter", "dann"])
     names = list(tensorboard_screenshots.DASHBOARDS)
     assert sorted(os.listdir(out)) == sorted(f"tensorboard_{name}.png" for name in names)
     urls = open(calls).read().split()
-    assert [url.split("#")[1] for url in urls] == names
+    assert [url.split("#")[1].split("&")[0] for url in urls] == names
+    opened = dict(zip(names, urls))
+    assert opened["images"].endswith("#images&tagFilter=target&regexInput=dann")
+    assert opened["hparams"].endswith("#hparams")
     assert all(url.startswith("http://127.0.0.1:") for url in urls)
     assert png_size(os.path.join(out, "tensorboard_projector.png")) == (2, 1)
     assert "projector: " + os.path.join(out, "tensorboard_projector.png") in capsys.readouterr().out

@@ -21,6 +21,7 @@ import sys
 import tempfile
 import time
 import urllib.error
+import urllib.parse
 import urllib.request
 
 from utils.io import ArgumentParser, UserError, ensure_writable_dir, run_main
@@ -28,6 +29,11 @@ from utils.io import ArgumentParser, UserError, ensure_writable_dir, run_main
 # Dashboard (the part of the URL after '#') -> the plugin that must have data.
 DASHBOARDS = {"scalars": "scalars", "timeseries": "timeseries", "hparams": "hparams", "images": "images",
               "text": "text", "projector": "projector"}
+# What each dashboard opens on, in the URL state TensorBoard's dashboards
+# keep after '#': the tags a reader looks at first (a run's other cards follow).
+OPENING_STATE = {"scalars": {"tagFilter": "acc"}, "images": {"tagFilter": "target"},
+                 "text": {"tagFilter": "run/"}}
+RUN_FILTERED = ("scalars", "images", "text")  # the dashboards that take regexInput
 BROWSERS = ("chromium", "chromium-browser", "google-chrome")
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 
@@ -110,6 +116,14 @@ def screenshot(browser, url, path, width, height, budget_ms):
         os.replace(shot, path)
 
 
+def dashboard_url(base, name, run_filter=None):
+    state = dict(OPENING_STATE.get(name, {}))
+    if run_filter and name in RUN_FILTERED:
+        state["regexInput"] = run_filter
+    return f"{base}/#{name}" + "".join(f"&{key}={urllib.parse.quote(value, safe='')}"
+                                       for key, value in state.items())
+
+
 def parse_args(argv=None):
     parser = ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--logdir", required=True,
@@ -120,6 +134,9 @@ def parse_args(argv=None):
     parser.add_argument("--browser", default=None,
                         help=f"the Chromium binary (default: the first of {', '.join(BROWSERS)} "
                              "on PATH)")
+    parser.add_argument("--run-filter", metavar="REGEX",
+                        help="show only the runs matching REGEX in Scalars, Images and Text "
+                             "(e.g. seed0; HParams and the Projector always list every run)")
     parser.add_argument("--window-size", default="1400,900", help="width,height in pixels")
     parser.add_argument("--render-seconds", type=float, default=20.0,
                         help="how long the page may run before the shot (default: 20)")
@@ -163,7 +180,7 @@ def take_screenshots(args, browser, log):
                             "utils.tensorboard_extras --run <run>`")
         for name in args.dashboards:
             path = os.path.join(args.out, f"tensorboard_{name}.png")
-            screenshot(browser, f"{base}/#{name}", path, args.width, args.height,
+            screenshot(browser, dashboard_url(base, name, args.run_filter), path, args.width, args.height,
                        int(args.render_seconds * 1000))
             print(f"{name}: {path}")
     finally:
