@@ -185,6 +185,7 @@ def test_rollbacks_are_bounded_then_the_run_stops_as_collapsed(data_dir, tmp_pat
     assert results["collapsed"] is True and len(results["rollbacks"]) == 1
 
 
+@pytest.mark.slow
 def test_a_collapse_at_a_validation_point_rolls_back_before_any_validator_keeps_it(
         data_dir, tmp_path, capsys, monkeypatch):
     original_validate, kills = Trainer._validate, []
@@ -243,6 +244,7 @@ def test_healthy_run_results_say_not_collapsed(smoke_runs):
         assert results["rollbacks"] == []
 
 
+@pytest.mark.slow
 def test_diagnose_replays_the_runs_own_updates_and_changes_nothing(data_dir, tmp_path, capsys):
     import csv
 

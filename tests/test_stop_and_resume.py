@@ -133,6 +133,7 @@ def test_signals_stop_with_shell_status_and_resume_from_that_step(stopped_twice_
     assert [resumed_at_step(stops[1].stdout), resumed_at_step(final.stdout)] == stopped_steps
 
 
+@pytest.mark.slow
 def test_resumed_run_counts_every_step_once(stopped_twice_run, uninterrupted_run, output_root):
     for run in ("stopped", uninterrupted_run):
         results = json.loads((output_root / "logs" / run / "results.json").read_text())
@@ -155,6 +156,7 @@ def test_resumed_run_counts_every_step_once(stopped_twice_run, uninterrupted_run
         list(range(1, TOTAL_STEPS + 1))
 
 
+@pytest.mark.slow
 def test_resumed_deterministic_run_matches_uninterrupted(stopped_twice_run, uninterrupted_run,
                                                          output_root):
     stopped = h5_arrays(output_root / "checkpoints" / "stopped" / "final.weights.h5")
@@ -170,6 +172,7 @@ def test_resumed_deterministic_run_matches_uninterrupted(stopped_twice_run, unin
                                    rtol=1e-5, err_msg=tag)
 
 
+@pytest.mark.slow
 def test_checkpoints_on_disk_are_bounded_by_max_to_keep(stopped_twice_run, uninterrupted_run,
                                                         output_root):
     for run in ("stopped", uninterrupted_run):

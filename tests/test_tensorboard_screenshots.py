@@ -76,6 +76,7 @@ def test_bad_flags_are_one_line(flags, message):
     assert_one_line_failure(run_script("-m", "utils.tensorboard_screenshots", *flags), message)
 
 
+@pytest.mark.slow
 @pytest.mark.skipif(not shutil.which("chromium"), reason="Debian's chromium is not installed")
 def test_real_chromium_renders_the_projector(smoke_runs, tmp_path):
     from utils import tensorboard_screenshots
