@@ -39,7 +39,7 @@ def test_every_dashboard_has_the_runs_data_and_gets_one_screenshot(smoke_runs, t
     tensorboard_screenshots.main(["--logdir", os.path.join(smoke_runs, "logs"), "--out", out,
                                   "--browser", browser, "--render-seconds", "1",
                                   "--run-filter", "dann"])
-    names = list(tensorboard_screenshots.DASHBOARDS)
+    names = list(tensorboard_screenshots.DEFAULT_DASHBOARDS)
     assert sorted(os.listdir(out)) == sorted(f"tensorboard_{name}.png" for name in names)
     urls = open(calls).read().split()
     assert [url.split("#")[1].split("&")[0] for url in urls] == names
