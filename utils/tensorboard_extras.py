@@ -16,11 +16,12 @@ TensorBoard run that holds train/, validation/ and hyperparameter/:
   * Images: a grid of target test images with predicted and true class
     (mistakes in red), the target confusion matrix, and source and target
     test samples side by side.
-  * Projector (logs/<run>/projector/, TensorBoard run "<run>/projector"): G_f's features of a seeded subset of
-    up to 2,000 test images per domain (as utils.visualize_features), with a
-    sprite of the images and metadata columns domain, label, predicted and
-    correct, so the paper's Fig. 2 can be explored with PCA, t-SNE or UMAP in
-    the browser, coloured by domain or class.
+  * Projector (logs/<run>/projector/, the TensorBoard run "<run>/projector"):
+    G_f's features of a seeded subset of up to 2,000 test images per domain
+    (as utils.visualize_features), with a sprite of the images and metadata
+    columns domain, label, predicted and correct, so the paper's Fig. 2 can
+    be explored with PCA, t-SNE or UMAP in the browser, coloured by domain or
+    class.
 
 Nothing is written per step. A second call replaces what the first wrote.
 A run with no validation scalars of its own (one imported from the original
