@@ -1,6 +1,7 @@
 """MirroredStrategy over two logical CPUs gives the same weights as the default strategy."""
 import subprocess
 import sys
+
 import pytest
 
 from tests.conftest import ROOT

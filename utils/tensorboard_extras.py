@@ -242,7 +242,7 @@ def write_extras(log_dir, config, results, model, test_sets, command, num=2000, 
         if results.get("ms_per_step") is not None:
             tf.summary.scalar("run/ms_per_step", results["ms_per_step"])
         table = "| field | value |\n|---|---|\n" + "".join(
-            f"| {name} | {value} |\n" for name, value in hparams_of(config).items())
+            f"| {name} | {value} |\n" for name, value in values.items())
         tf.summary.text("run/config", table)
         tf.summary.text("run/results", "```\n" + json.dumps(results, indent=2) + "\n```")
         tf.summary.text("run/command", f"`{command}`")

@@ -26,9 +26,8 @@ import urllib.request
 
 from utils.io import ArgumentParser, UserError, ensure_writable_dir, run_main
 
-# Dashboard (the part of the URL after '#') -> the plugin that must have data.
-DASHBOARDS = {"scalars": "scalars", "hparams": "hparams", "images": "images", "text": "text",
-              "projector": "projector", "timeseries": "timeseries"}
+# Dashboards, named as in the URL after '#' and as the plugins that must have data.
+DASHBOARDS = ("scalars", "hparams", "images", "text", "projector", "timeseries")
 # Time Series draws its charts in a way headless Chromium leaves blank (axes
 # only), so the default set takes the same curves from Scalars.
 DEFAULT_DASHBOARDS = ("scalars", "hparams", "images", "text", "projector")
@@ -84,7 +83,7 @@ def dashboards_with_data(base, wanted, timeout):
     deadline = time.time() + timeout
     while True:
         listing = get_json(f"{base}/data/plugins_listing")
-        enabled = {name for name in wanted if listing.get(DASHBOARDS[name], {}).get("enabled")}
+        enabled = {name for name in wanted if listing.get(name, {}).get("enabled")}
         if "projector" in wanted and get_json(f"{base}/data/plugin/projector/runs"):
             enabled.add("projector")
         # Only the Projector's answer can change by waiting.
