@@ -47,6 +47,11 @@ def build_parser():
     parser.add_argument("--resume-from", metavar="CHECKPOINT",
                         help="continue --run-name from this checkpoint, e.g. ckpt-2000 "
                         "(implies --resume; default: the newest intact one)")
+    parser.add_argument("--init-from", metavar="RUN",
+                        help="start this new run from RUN's finished adaptation phase: RUN's "
+                        "last checkpoint and logs are copied, and only the refinement phase "
+                        "(--refine-steps) is trained; RUN must have the same settings "
+                        "otherwise (utils/training/init_from.py; default: off)")
     parser.add_argument("--overwrite", action="store_true",
                         help="delete the run's logs, checkpoints and config, then train it anew "
                         "(default: off)")
@@ -69,6 +74,8 @@ def parse_args(argv=None):
         args.resume = True
     if args.overwrite and args.resume:
         raise UserError("--overwrite deletes the run that --resume would continue; pass one of them")
+    if args.init_from and args.resume:
+        raise UserError("--init-from starts a new run, and --resume continues one; pass one of them")
     return args
 
 
@@ -213,6 +220,13 @@ def main(argv=None):
           f"); {len(config.class_names)} classes; input {'x'.join(map(str, config.input_shape))}; "
           f"network {config.network}" + ("" if chosen else " (chosen by input size; --network "
                                          f"picks one of {', '.join(NETWORKS)})"), flush=True)
+    if args.init_from:
+        from utils.training.init_from import init_problem
+
+        problem = init_problem(config, args.init_from, args.output_root)
+        if problem:
+            raise UserError(f"cannot start run {config.run_name!r} from run {args.init_from!r}: "
+                            f"{problem}")
 
     import keras
     import tensorflow as tf
@@ -228,6 +242,15 @@ def main(argv=None):
     with RunLock(run_dirs(args.output_root, config.run_name)["checkpoints"], config.run_name) as lock:
         if args.overwrite:
             delete_run(args.output_root, config.run_name, lock)
+        if args.init_from:
+            from utils.training.init_from import copy_run
+
+            copy_run(config, args.init_from, args.output_root)
+            print(f"run {config.run_name}: starting from run {args.init_from}'s step "
+                  f"{config.adaptation_steps} (its adaptation phase), then "
+                  f"{config.refine_steps} refinement steps", flush=True)
+            # From here on it is this run's own checkpoint: it resumes from it.
+            args.resume = True
         trainer = Trainer(config, source, target, output_root=args.output_root)
         results = train(trainer, args, collapsed)
     print(json.dumps(results, indent=2))

@@ -186,6 +186,23 @@ class DANNConfig:
         results and command (Text), target predictions, confusion matrix and
         samples (Images) and the features of up to 2,000 test images per
         domain (Projector) for TensorBoard (utils/tensorboard_extras.py).
+      refine_steps: updates of a refinement phase after the adaptation phase's
+        epochs x steps_per_epoch (utils/training/refinement.py: DIRT-T, Shu et
+        al., ICLR 2018, Sec. 5, Eq. 14): on target images only, no source and
+        no domain loss; 0 (the default) has none. The adaptation phase's
+        schedules (learning rate, lambda, the target terms' ramps) run over
+        the adaptation phase alone, so it is the same with or without one.
+      refine_interval: updates between the refreshes of the refinement's
+        teacher, a frozen copy of the evaluated model (the weight average
+        when there is one): DIRT-T's 5,000.
+      refine_learning_rate: learning rate of the refinement's own Adam
+        optimizer (beta_1 = 0.5, as DIRT-T's released code).
+      refine_kl_weight: beta, the weight of KL(teacher || student) on target
+        images in the refinement phase.
+      refine_entropy_weight: the weight of the target conditional entropy in
+        the refinement phase.
+      refine_vat_weight: the weight of target VAT in the refinement phase
+        (radius `vat_radius`).
     """
 
     mode: str = "dann"
@@ -234,12 +251,20 @@ class DANNConfig:
     on_collapse: str = "rollback"
     max_rollbacks: int = 2
     tensorboard_extras: bool = True
+    refine_steps: int = 0
+    refine_interval: int = 5000
+    refine_learning_rate: float = 1e-3
+    refine_kl_weight: float = 0.01
+    refine_entropy_weight: float = 0.01
+    refine_vat_weight: float = 0.01
 
     def __post_init__(self):
         if self.steps_per_epoch is None and isinstance(self.batch_size, int) and self.batch_size > 1:
             self.steps_per_epoch = MNIST_TRAIN_SIZE // (self.batch_size // 2)
         if self.eval_every_steps is None and self.steps_per_epoch and self.epochs > 0:
-            self.eval_every_steps = max(self.total_steps // 20, 1)
+            # Spaced over the adaptation phase, so a refinement phase adds points at the
+            # same spacing and leaves the adaptation phase's points where they were.
+            self.eval_every_steps = max(self.adaptation_steps // 20, 1)
         if self.input_shape is not None:
             self.input_shape = tuple(self.input_shape)
         if self.class_names is not None:
@@ -247,8 +272,15 @@ class DANNConfig:
         self.validate()
 
     @property
-    def total_steps(self):
+    def adaptation_steps(self):
+        """Updates of the adaptation phase (epochs x steps_per_epoch): the length the
+        schedules of Sec. 5.2.2 and the target terms' ramps run over."""
         return self.epochs * self.steps_per_epoch
+
+    @property
+    def total_steps(self):
+        """Updates of the whole run: the adaptation phase, then any refinement phase."""
+        return self.adaptation_steps + self.refine_steps
 
     def validate(self):
         """Raises UserError naming the first invalid field and how to fix it."""
@@ -272,7 +304,8 @@ class DANNConfig:
                             f"got {self.batch_size}; pass e.g. --batch-size {self.batch_size + 1}")
         for name in ("learning_rate", "epochs", "steps_per_epoch", "log_every_steps",
                      "checkpoint_every_steps", "checkpoint_every_seconds", "max_to_keep", "eval_batch_size",
-                     "eval_every_steps", "steps_per_call"):
+                     "eval_every_steps", "steps_per_call", "refine_interval",
+                     "refine_learning_rate"):
             require_positive(name)
         if self.num_classes is not None:
             require_positive("num_classes")
@@ -283,7 +316,9 @@ class DANNConfig:
                 raise UserError(f"{name} is empty; pass --{name} mnist, mnist_m, a folder or a .npz")
         for name in ("lr_alpha", "lr_beta", "grl_gamma", "target_val_size", "entropy_weight",
                      "vat_weight", "domain_loss_weight", "clip_norm",
-                     "eval_subset", "source_val_size", "collapse_probe_size", "max_rollbacks"):
+                     "eval_subset", "source_val_size", "collapse_probe_size", "max_rollbacks",
+                     "refine_steps", "refine_kl_weight", "refine_entropy_weight",
+                     "refine_vat_weight"):
             if getattr(self, name) < 0:
                 raise UserError(f"{name} must be >= 0, got {getattr(self, name)}; pass "
                                 f"--{name.replace('_', '-')} with a value >= 0")
@@ -296,6 +331,9 @@ class DANNConfig:
                 raise UserError(f"{name} must be in [0, 1), got {getattr(self, name)}; pass "
                                 f"--{name.replace('_', '-')} with a value in [0, 1)")
         require_positive("vat_radius")
+        if self.refine_steps and self.mode != "dann":
+            raise UserError(f"refine_steps refines a domain-adapted model on the target, but mode is "
+                            f"{self.mode!r}; use --mode dann or --refine-steps 0")
         if self.input_norm not in INPUT_NORMALISATIONS:
             raise UserError(f"unknown input_norm {self.input_norm!r}; use one of "
                             f"{', '.join(INPUT_NORMALISATIONS)}")

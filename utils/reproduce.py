@@ -142,6 +142,10 @@ def train(recipe, mode, seed, output_root, data_dir, extra_flags):
         command = [sys.executable, os.path.join(ROOT, "train_MNIST2MNIST_M.py"), "--recipe", recipe,
                    "--mode", mode, "--seed", str(seed), "--run-name", name, "--output-root",
                    output_root, "--data-dir", data_dir, "--no-progress", *extra_flags]
+        start_from = _adaptation_run(recipe, mode, seed, output_root)
+        if start_from and not os.path.exists(saved_config):
+            # Its adaptation phase is that run, step for step: only the refinement is trained.
+            command += ["--init-from", start_from]
         if os.path.exists(saved_config):
             asked = requested_config(recipe, mode, seed, name, data_dir, extra_flags)
             command = [*command[:2], "--run-name", name, "--output-root", output_root,
@@ -163,6 +167,21 @@ def train(recipe, mode, seed, output_root, data_dir, extra_flags):
         atomic_write_json(results_path, results)
     with open(results_path) as handle:
         return json.load(handle)
+
+
+def _adaptation_run(recipe, mode, seed, output_root):
+    """The finished, uncollapsed run of the recipe's adaptation recipe (config/recipes.py,
+    ADAPTATION_RECIPE) of the same mode and seed under `output_root`, or None."""
+    from config.recipes import ADAPTATION_RECIPE
+
+    if recipe not in ADAPTATION_RECIPE:
+        return None
+    name = run_name(ADAPTATION_RECIPE[recipe], mode, seed)
+    path = results_file(name, output_root)
+    if not os.path.exists(path):
+        return None
+    with open(path) as handle:
+        return None if json.load(handle).get("collapsed") else name
 
 
 def _mean_std(values):

@@ -47,7 +47,8 @@ GRID_IMAGES = 64
 # components. Every other field is in the session too, and in Text's run/config.
 SHOWN_HPARAMS = ("recipe", "mode", "seed", "source", "target", "network", "input_norm",
                  "batch_size", "updates", "learning_rate", "domain_loss_weight",
-                 "entropy_weight", "vat_weight", "ema_decay", "clip_norm", "on_collapse")
+                 "entropy_weight", "vat_weight", "ema_decay", "refine_steps", "refine_kl_weight",
+                 "clip_norm", "on_collapse")
 # (sub-run, tag, column title): the final figures of a run, read by the
 # dashboard from the scalars the run already logs.
 SHOWN_METRICS = (("validation", "acc/label_acc", "target test acc"),
@@ -59,13 +60,14 @@ SHOWN_METRICS = (("validation", "acc/label_acc", "target test acc"),
 
 def hparams_of(config):
     """The settings in HParams: every config field TensorBoard can hold, as such, and
-    `updates` (epochs x steps per epoch)."""
+    `updates` (all the run's: the adaptation phase's epochs x steps per epoch, then any
+    refinement's)."""
     values = {}
     for name, value in config.to_dict().items():
         if isinstance(value, (list, tuple)):
             value = ",".join(map(str, value))
         values[name] = "none" if value is None else value
-    values["updates"] = config.epochs * config.steps_per_epoch
+    values["updates"] = config.total_steps
     return values
 
 

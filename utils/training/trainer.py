@@ -30,6 +30,7 @@ from utils.io import (UserError, atomic_save, atomic_write_json, atomic_write_te
                       ensure_writable_dir)
 from utils.summaries import (create_writers, format_validation_line, truncate_events,
                              write_scalars)
+from utils.training.refinement import Refinement
 from utils.training.target_entropy import TargetEntropy
 from utils.training.virtual_adversarial import TargetVAT
 from utils.training.weight_average import WeightAverage
@@ -78,7 +79,10 @@ class WindowMetrics(tf.Module):
             variable.assign(0.0)
 
     def result(self):
+        """The window's means, or {} for a window without an adaptation update."""
         sums = {name: float(variable.numpy()) for name, variable in self.sums.items()}
+        if sums["label_count"] == 0 and sums["domain_count"] == 0:
+            return {}
         label_loss = sums["label_loss"] / max(sums["label_count"], 1.0)
         domain_loss = sums["domain_loss"] / max(sums["domain_count"], 1.0)
         return {
@@ -187,7 +191,7 @@ class Trainer:
             self.dann = build_dann(config.input_shape, config.num_classes, mean, config.input_norm,
                                    config.network)
             self.learning_rate = schedules.AnnealedLearningRate(
-                config.learning_rate, config.lr_alpha, config.lr_beta, config.total_steps)
+                config.learning_rate, config.lr_alpha, config.lr_beta, config.adaptation_steps)
             # Clipping the global gradient norm bounds what one batch can do to the weights
             # (and, through the momentum, to the next updates); None leaves SGD as it is.
             self.optimizer = keras.optimizers.SGD(self.learning_rate, momentum=config.momentum,
@@ -202,6 +206,13 @@ class Trainer:
                 config.input_shape, config.num_classes, mean, config.input_norm,
                 config.network).model,
                 config.ema_decay) if config.ema_decay > 0 else None)
+            # The refinement phase after adaptation (DIRT-T), with its own teacher and optimizer.
+            self.refinement = (Refinement(
+                config, self.dann,
+                self.weight_average.averaged if self.weight_average else self.dann.model,
+                build_dann(config.input_shape, config.num_classes, mean, config.input_norm,
+                           config.network).model,
+                self.optimizer.iterations, self.half_batch) if config.refine_steps > 0 else None)
         self.target_losses = self._target_losses() if self.adapt else []
         # Guards beside the NaN check: probes on the first labelled training images.
         self.collapse_guard = (CollapseGuard(self.dann.feature_extractor, self.dann.label_classifier,
@@ -222,15 +233,17 @@ class Trainer:
             checkpointed["averaged_model"] = self.weight_average.averaged
         if self.rollbacks:
             checkpointed["rollbacks"] = self.rollbacks
+        if self.refinement:
+            checkpointed["refinement"] = self.refinement
         self.checkpoint = tf.train.Checkpoint(**checkpointed)
-        # A run that stopped on a collapse and is resumed with rollbacks restores checkpoints
-        # written before it had any rollback state.
-        self._checkpoint_without_rollbacks = tf.train.Checkpoint(
-            **{name: value for name, value in checkpointed.items() if name != "rollbacks"})
+        self._checkpointed = checkpointed
         self.manager = self._checkpoint_manager()
         self._last_save = time.monotonic()
-        # `num_steps` is a tensor, so any count reuses the one trace.
+        # `num_steps` is a tensor, so any count reuses the one trace. One compiled loop
+        # per phase: the adaptation's updates, and the refinement's if there is one.
         self.train_steps = tf.function(self._train_steps)
+        if self.refinement:
+            self.refine_steps = tf.function(self._refine_steps)
         self.predict = tf.function(
             self._predict,
             input_signature=[tf.TensorSpec((None,) + tuple(config.input_shape), tf.uint8)])
@@ -254,14 +267,14 @@ class Trainer:
         config, losses = self.config, []
         if config.entropy_weight > 0:
             losses.append(TargetEntropy(config.entropy_weight, config.entropy_start,
-                                        config.grl_gamma, config.total_steps, self.half_batch))
+                                        config.grl_gamma, config.adaptation_steps, self.half_batch))
         if config.vat_weight > 0:
             def classify(images):
                 return self.dann.label_classifier(self.dann.feature_extractor(images, training=True),
                                                   training=True)
 
             losses.append(TargetVAT(config.vat_weight, config.vat_radius, config.vat_start,
-                                    config.grl_gamma, config.total_steps, self.half_batch, classify,
+                                    config.grl_gamma, config.adaptation_steps, self.half_batch, classify,
                                     seed=config.seed))
         return losses
 
@@ -292,21 +305,42 @@ class Trainer:
         """lambda_p for the update at `step`; held at 0 outside `dann` mode."""
         if not self.adapt:
             return tf.constant(0.0)
-        return schedules.grl_lambda(schedules.progress(step, self.config.total_steps),
+        return schedules.grl_lambda(schedules.progress(step, self.config.adaptation_steps),
                                     self.config.grl_gamma)
 
+    def refining(self, step):
+        """Whether the update at `step` belongs to the refinement phase."""
+        return self.refinement is not None and step >= self.config.adaptation_steps
+
     def log_hyperparameters(self, writer, step):
-        """Logs mu_p and lambda_p of the update at `step` (pure functions of the step)."""
-        write_scalars(writer, {"hyperparameter/learning_rate": self.learning_rate(step),
-                               "hyperparameter/grl_lambda": self.grl_lambda_at(step)}, step)
+        """Logs the learning rate and lambda_p of the update at `step` (pure functions of the
+        step): in the refinement phase, its Adam's rate and 0 (it has no domain loss)."""
+        if self.refining(step):
+            values = {"hyperparameter/learning_rate": self.config.refine_learning_rate,
+                      "hyperparameter/grl_lambda": 0.0}
+        else:
+            values = {"hyperparameter/learning_rate": self.learning_rate(step),
+                      "hyperparameter/grl_lambda": self.grl_lambda_at(step)}
+        write_scalars(writer, values, step)
 
     def make_dataset(self, start_step=None):
         """The input stream from `start_step` (default: the run's step, past any batches a
-        rollback skipped)."""
+        rollback skipped).
+
+        The refinement phase reads target images only: two independent streams of
+        them take the place of the labelled and the unlabelled half (the labels are
+        not used), numbered from the phase's first update.
+        """
         if start_step is None:
             start_step = self.step + (int(self.rollbacks.data_offset.numpy()) if self.rollbacks else 0)
-        dataset = make_train_dataset(*self.train_images, self.half_batch, self.config.seed,
-                                     start_step=start_step)
+        if self.refining(self.step):
+            target = self.train_images[2]
+            dataset = make_train_dataset(target, np.zeros(len(target), np.int32), target,
+                                         self.half_batch, self.config.seed,
+                                         start_step=start_step - self.config.adaptation_steps)
+        else:
+            dataset = make_train_dataset(*self.train_images, self.half_batch, self.config.seed,
+                                         start_step=start_step)
         return self.strategy.experimental_distribute_dataset(dataset)
 
     def _loss_terms(self, labelled_images, labels, unlabelled_images):
@@ -386,11 +420,23 @@ class Trainer:
         """One SGD update with lambda_p set from the global step; skipped if not finite."""
         step = tf.cast(self.optimizer.iterations, tf.int64)
         self.dann.gradient_reversal.grl_lambda.assign(self.grl_lambda_at(step))
-        gradients, finite = self.strategy.run(self._replica_gradients, args=batch)
+        self._update(step, self._replica_gradients, batch, self._apply_gradients)
+
+    def _refine_step_on_batch(self, batch):
+        """One refinement update (utils/training/refinement.py); skipped if not finite."""
+        step = tf.cast(self.optimizer.iterations, tf.int64)
+        self.refinement.prepare(step)
+        self._update(step, self.refinement.replica_gradients, tuple(batch) + (step,),
+                     self.refinement.apply_gradients)
+
+    def _update(self, step, replica_gradients, args, apply_gradients):
+        """The gradients of each replica's share, applied only if all are finite; then the
+        weight average and the NaN record. Shared by both phases' updates."""
+        gradients, finite = self.strategy.run(replica_gradients, args=args)
         finite = self.strategy.experimental_local_results(finite)[0]
 
         def apply():
-            self.strategy.run(self._apply_gradients, args=(gradients,))
+            self.strategy.run(apply_gradients, args=(gradients,))
             return tf.constant(True)
 
         # The branch sits outside strategy.run: replicas may not synchronise inside
@@ -407,6 +453,11 @@ class Trainer:
         per-call overhead are paid once per call rather than once per update."""
         for _ in tf.range(num_steps):
             self._train_step_on_batch(next(iterator))
+
+    def _refine_steps(self, iterator, num_steps):
+        """`num_steps` refinement updates in one call, as `_train_steps`."""
+        for _ in tf.range(num_steps):
+            self._refine_step_on_batch(next(iterator))
 
     def _predict(self, images):
         class_logits, domain_logits = self.eval_model(images, training=False)
@@ -537,13 +588,19 @@ class Trainer:
         return restored
 
     def _restore_checkpoint(self, prefix):
-        import tensorflow as tf
-
-        names = [name for name, _ in tf.train.list_variables(prefix)]
-        if self.rollbacks and not any(name.startswith("rollbacks/") for name in names):
-            self._checkpoint_without_rollbacks.restore(prefix).assert_existing_objects_matched()
-        else:
-            self.checkpoint.restore(prefix).assert_existing_objects_matched()
+        """Restores `prefix`, which may lack the state of what it was written without: the
+        rollback record (a run that stopped on a collapse, resumed with rollbacks) and the
+        refinement (a checkpoint of the adaptation phase, e.g. a finished `improved` run)."""
+        names = {name.split("/", 1)[0] for name, _ in tf.train.list_variables(prefix)}
+        optional = {"rollbacks", "refinement"} - names
+        if "refinement" in optional and self.refinement:
+            step = int(tf.train.load_variable(prefix, "optimizer/_iterations/.ATTRIBUTES/VARIABLE_VALUE"))
+            if step > self.config.adaptation_steps:
+                raise UserError(f"{prefix} is from step {step}, in the refinement phase, but "
+                                "holds no refinement state; resume from another checkpoint")
+        objects = {name: value for name, value in self._checkpointed.items()
+                   if name not in optional}
+        tf.train.Checkpoint(**objects).restore(prefix).assert_existing_objects_matched()
 
     def _forget_after(self, step):
         """Drops what the run logged after `step` (event files, log.txt, validator record),
@@ -647,21 +704,30 @@ class Trainer:
         final validation (None when there was nothing left to train)."""
         config = self.config
         validation = None
+        refining = self.refining(self.step)
         iterator = iter(self.make_dataset())
         while self.step < config.total_steps:
-            # Train up to the next validation point or epoch end, whichever comes first.
+            if self.refining(self.step) != refining:
+                # The refinement phase begins: its own input stream.
+                refining, iterator = True, iter(self.make_dataset())
+            # Train up to the next validation point, epoch end or phase end, whichever is first.
             stop_at = min(_next_multiple(self.step, config.eval_every_steps),
                           _next_multiple(self.step, config.steps_per_epoch), config.total_steps)
+            if not refining and self.refinement:
+                stop_at = min(stop_at, config.adaptation_steps)
             seconds, steps = self._train_until(stop_at, iterator, writers, stop_signal, bar)
             self._session_train_seconds += seconds
             self._session_timed_steps += steps
             step = self.step
             if step == config.total_steps and step % config.log_every_steps:
                 self._log_training_window(writers["train"], step)  # the last, shorter window
+            # The end of the adaptation phase before a refinement is validated on the whole
+            # sets and checkpointed, like the end of the run: it is a result of its own.
+            phase_end = self.refinement is not None and step == config.adaptation_steps
             if step == stop_at:
-                if step % config.eval_every_steps == 0 or step == config.total_steps:
-                    validation = self._validate(writers, whole=step == config.total_steps)
-                if step % config.steps_per_epoch == 0 or self._checkpoint_due(step):
+                if step % config.eval_every_steps == 0 or step == config.total_steps or phase_end:
+                    validation = self._validate(writers, whole=step == config.total_steps or phase_end)
+                if step % config.steps_per_epoch == 0 or self._checkpoint_due(step) or phase_end:
                     self.save_checkpoint()
             if stop_signal and step < config.total_steps:
                 if self.manager.latest_checkpoint != checkpoint_path(self.dirs["checkpoints"],
@@ -735,7 +801,8 @@ class Trainer:
             count = min(config.steps_per_call, last_step - step,
                         _next_multiple(step, config.log_every_steps) - step,
                         _next_multiple(step, config.checkpoint_every_steps) - step)
-            self.train_steps(iterator, tf.constant(count, tf.int32))
+            train_steps = self.refine_steps if self.refining(step) else self.train_steps
+            train_steps(iterator, tf.constant(count, tf.int32))
             step += count
             if timed_from is None:
                 timed_from = (time.perf_counter(), step)
@@ -759,9 +826,11 @@ class Trainer:
                 or time.monotonic() - self._last_save >= self.config.checkpoint_every_seconds)
 
     def _log_training_window(self, writer, step):
-        """Writes the running means of the window that ends at `step`, then starts a new one."""
-        write_scalars(writer, self.metrics.result(), step)
-        self.metrics.reset_state()
+        """Writes the running means of the window that ends at `step`, then starts a new one
+        (the refinement's terms in its phase; a window across the boundary has both)."""
+        for metrics in (self.metrics, self.refinement.metrics) if self.refinement else (self.metrics,):
+            write_scalars(writer, metrics.result(), step)
+            metrics.reset_state()
 
     def _validate(self, writers, whole):
         """Evaluates, writes the validation scalars and the log line; returns them.
