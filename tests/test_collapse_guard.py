@@ -170,6 +170,7 @@ def test_rollback_restores_the_last_good_checkpoint_and_skips_the_batches_since(
     assert reader.get_tensor("rollbacks/count/.ATTRIBUTES/VARIABLE_VALUE") == 1
 
 
+@pytest.mark.slow  # 10-20 s: kept out of the default suite for its 5-minute budget
 def test_rollbacks_are_bounded_then_the_run_stops_as_collapsed(data_dir, tmp_path, capsys,
                                                                monkeypatch):
     kill_fc2_when_saving_step_20(monkeypatch, times=99)

@@ -88,6 +88,7 @@ def test_run_with_no_checkpoint_resumes_from_step_0_and_logs_each_step_once(data
     assert_each_step_once(tmp_path / "logs" / "early", 30)
 
 
+@pytest.mark.slow  # 10-20 s: kept out of the default suite for its 5-minute budget
 def test_overwrite_deletes_the_run_and_trains_it_anew(data_dir, tmp_path, capsys):
     assert main_exit(flags(data_dir, tmp_path, "again", 10), capsys).returncode == 0
     (tmp_path / "logs" / "again" / "stray.txt").write_text("from the first run")

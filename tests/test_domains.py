@@ -113,6 +113,7 @@ def test_dann_trains_on_folders_and_records_shape_classes_and_network(data_dir, 
     assert "is already finished" in capsys.readouterr().out
 
 
+@pytest.mark.slow  # 10-20 s: kept out of the default suite for its 5-minute budget
 def test_unlabelled_target_reports_no_target_accuracy_and_still_scores_validators(
         data_dir, folders, tmp_path, capsys):
     flat = folders / "flat" / "mnist_m" / "train"  # a flat folder: no labels, no test split

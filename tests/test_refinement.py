@@ -69,6 +69,18 @@ def test_refinement_phase_trains_the_target_terms_after_the_adaptation_phase(ref
     assert learning_rates[ADAPTATION - 1] != pytest.approx(1e-3)
 
 
+def test_plot_curves_draws_the_refinement_terms(refined, tmp_path):
+    from tests.conftest import png_size
+    from utils import plot_curves
+
+    trainer, _, logs = refined
+    plot_curves.main(["--run", "tiny", "--logs-root", str(logs.parent), "--out", str(tmp_path)])
+    assert sorted(os.listdir(tmp_path)) == ["acc.png", "hyperparameter.png", "loss.png",
+                                            "refinement.png"]
+    # Four panels of 5 x 4 inches at 100 dpi.
+    assert png_size(tmp_path / "refinement.png") == (2000, 400)
+
+
 def test_refinement_leaves_the_domain_head_alone(refined):
     trainer, _, _ = refined
     head = trainer.dann.domain_classifier.trainable_variables

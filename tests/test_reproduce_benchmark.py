@@ -96,5 +96,6 @@ def test_benchmark_reports_every_figure(data_dir, capsys):
                     "--reference-steps", "2"])
     out = capsys.readouterr().out
     for label in ("project (real training loop)", "reference eager loop", "minimal compiled step",
+                  "fair floor (compiled loop)", "project vs fair floor (10 updates per call)",
                   "input pipeline alone", "project vs reference", "project vs minimal step", "CPU:"):
         assert label in out

@@ -51,6 +51,7 @@ def test_every_dashboard_has_the_runs_data_and_gets_one_screenshot(smoke_runs, t
     assert "projector: " + os.path.join(out, "tensorboard_projector.png") in capsys.readouterr().out
 
 
+@pytest.mark.slow  # 10-20 s: kept out of the default suite for its 5-minute budget
 def test_a_dashboard_without_data_is_one_line_and_writes_nothing(smoke_runs, tmp_path):
     from tests.conftest import assert_one_line_failure, run_script
 

@@ -8,7 +8,10 @@ README's own figures in image/ are only replaced when `--out image` says so):
     learning rate mu_p = mu_0 / (1 + alpha p)^beta and GRL coefficient
     lambda_p = 2 / (1 + exp(-gamma p)) - 1, against the training step;
   * acc.png: label and domain accuracy, training batches in blue, test sets in red;
-  * loss.png: label loss L_y and domain loss L_d (Eq. 9-10), same colours.
+  * loss.png: label loss L_y and domain loss L_d (Eq. 9-10), same colours;
+and, for a run with a refinement phase (`--refine-steps`), a fourth:
+  * refinement.png: that phase's KL to the teacher, entropy and VAT terms and
+    how often the student agrees with the teacher.
 
     python -m utils.plot_curves --run <run> --original-logs PATH [--out DIR]
 
@@ -42,6 +45,16 @@ FIGURES = {
     "loss.png": ("Loss (train: blue, validation: red)", [
         ("loss/label_loss", r"label loss $L_y$ (cross-entropy)", "loss"),
         ("loss/domain_loss", r"domain loss $L_d$ (binary cross-entropy)", "loss"),
+    ]),
+}
+# Written only for a run that logged its tags: the refinement phase's terms
+# (utils/training/refinement.py), logged by the train writer after adaptation.
+OPTIONAL_FIGURES = {
+    "refinement.png": ("Refinement phase (DIRT-T, Eq. 14), unweighted terms", [
+        ("loss/refine_kl", "KL(teacher || student) on target", "nats"),
+        ("loss/refine_entropy", "target conditional entropy", "nats"),
+        ("loss/refine_vat", "target VAT loss", "nats"),
+        ("acc/teacher_agreement", "student's class = teacher's", "fraction"),
     ]),
 }
 
@@ -114,7 +127,7 @@ def plot_figure(scalars, title, panels, path):
 
 
 def plot_run(run, logs_root, out_dir):
-    """Writes the three PNGs of `run` into `out_dir`; returns their paths."""
+    """Writes the PNGs of `run` into `out_dir` (three, four with refinement); returns their paths."""
     log_dir = os.path.join(logs_root, run)
     check_event_files(log_dir, run)
 
@@ -124,8 +137,11 @@ def plot_run(run, logs_root, out_dir):
     if not any(scalars.values()):
         raise UserError(f"run {run!r} logged no scalars in {log_dir}; did training reach its "
                         "first logging step?")
+    logged = {tag for tags in scalars.values() for tag in tags}
+    figures = {**FIGURES, **{name: figure for name, figure in OPTIONAL_FIGURES.items()
+                             if any(tag in logged for tag, _, _ in figure[1])}}
     return [plot_figure(scalars, title, panels, os.path.join(out_dir, file_name))
-            for file_name, (title, panels) in FIGURES.items()]
+            for file_name, (title, panels) in figures.items()]
 
 
 def check_original_logs(folder):
