@@ -14,7 +14,7 @@ import json
 import os
 import shutil
 
-from config.config import DANNConfig
+from config.config import FROM_DATA, DANNConfig
 from utils.io import UserError, atomic_write_json
 from utils.runs import FINAL_WEIGHTS, config_file, results_file, run_dirs
 from utils.training.checkpoints import checkpoint_path, checkpoint_problem
@@ -40,9 +40,12 @@ def init_problem(config, run, output_root):
     if not config.refine_steps:
         return "--init-from starts a run's refinement phase from another run, but --refine-steps is 0"
     other = DANNConfig.load(path)
+    # A field filled from the data that the other run's config predates (None there) came
+    # from the same data: the domains themselves are compared.
     changed = [f"{name} {getattr(other, name)!r} -> {value!r}"
                for name, value in config.to_dict().items()
-               if name not in MAY_DIFFER and _shown(getattr(other, name)) != _shown(value)]
+               if name not in MAY_DIFFER and _shown(getattr(other, name)) != _shown(value)
+               and not (name in FROM_DATA and getattr(other, name) is None)]
     if changed:
         return (f"run {run!r} was trained with other settings ({', '.join(changed)}); only the "
                 "refinement's may differ")
