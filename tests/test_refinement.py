@@ -223,3 +223,21 @@ def test_refinement_resumes_exactly_across_and_inside_the_phase(data_dir, tmp_pa
         assert final[name].keys() == final["straight"].keys()
         for key, array in final["straight"].items():
             np.testing.assert_array_equal(final[name][key], array, err_msg=f"{name}: {key}")
+
+
+def test_init_from_compares_settings_but_not_fields_an_older_config_lacks(tmp_path):
+    """A run saved before class_names existed has None there: it came from the same data."""
+    from config.config import FROM_DATA
+    from utils.training.init_from import init_problem
+
+    filled = dict(input_shape=(28, 28, 3), num_classes=10, network="mnist",
+                  class_names=tuple(str(k) for k in range(10)))
+    older = DANNConfig(**{**RECIPES["improved"], **filled, "class_names": None,
+                          "run_name": "older"})
+    older.save(tmp_path / "config" / "older")
+    assert set(filled) == set(FROM_DATA)
+    config = DANNConfig(**{**RECIPES["refined"], **filled, "run_name": "new"})
+    assert "has not finished" in init_problem(config, "older", str(tmp_path))
+    config.learning_rate = 0.02
+    problem = init_problem(config, "older", str(tmp_path))
+    assert "(learning_rate 0.01 -> 0.02)" in problem and "class_names" not in problem
