@@ -47,6 +47,7 @@ from utils.io import UserError, atomic_write_json, atomic_write_text
 MODES = ("dann", "source_only", "target_only")
 INPUT_NORMALISATIONS = ("mean", "instance")
 STRATEGIES = ("default", "mirrored")
+PRECISIONS = ("float32", "mixed_bfloat16", "mixed_float16")
 ON_COLLAPSE = ("rollback", "stop")
 # Fields that, left unset (None), are filled from the data when a run starts.
 FROM_DATA = ("input_shape", "num_classes", "class_names", "network")
@@ -186,6 +187,11 @@ class DANNConfig:
         results and command (Text), target predictions, confusion matrix and
         samples (Images) and the features of up to 2,000 test images per
         domain (Projector) for TensorBoard (utils/tensorboard_extras.py).
+      precision: `float32`, or a Keras mixed-precision policy: `mixed_bfloat16`
+        (fast on CPUs with AVX512_BF16 or AMX, emulated and slower elsewhere)
+        or `mixed_float16` (GPUs; with dynamic loss scaling). Variables,
+        checkpoints and weight files stay float32; the input normalisation,
+        logits, losses and lambda are float32 (utils/training/precision.py).
       refine_steps: updates of a refinement phase after the adaptation phase's
         epochs x steps_per_epoch (utils/training/refinement.py: DIRT-T, Shu et
         al., ICLR 2018, Sec. 5, Eq. 14): on target images only, no source and
@@ -251,6 +257,7 @@ class DANNConfig:
     on_collapse: str = "rollback"
     max_rollbacks: int = 2
     tensorboard_extras: bool = True
+    precision: str = "float32"
     refine_steps: int = 0
     refine_interval: int = 5000
     refine_learning_rate: float = 1e-3
@@ -289,6 +296,9 @@ class DANNConfig:
         if self.on_collapse not in ON_COLLAPSE:
             raise UserError(f"unknown on_collapse {self.on_collapse!r}; use one of "
                             f"{', '.join(ON_COLLAPSE)}")
+        if self.precision not in PRECISIONS:
+            raise UserError(f"unknown precision {self.precision!r}; use one of "
+                            f"{', '.join(PRECISIONS)}")
         if self.strategy not in STRATEGIES:
             raise UserError(f"unknown strategy {self.strategy!r}; use one of {', '.join(STRATEGIES)}")
         def require_positive(name):
@@ -478,7 +488,7 @@ def _choices():
 
     return {"mode": MODES, "strategy": STRATEGIES, "on_collapse": ON_COLLAPSE,
             "network": tuple(NETWORKS), "input_norm": INPUT_NORMALISATIONS,
-            "recipe": tuple(RECIPES)}
+            "recipe": tuple(RECIPES), "precision": PRECISIONS}
 
 
 def _show(value):

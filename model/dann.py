@@ -18,7 +18,8 @@ from model.networks import NETWORKS, get_network
 @tf.custom_gradient
 def _reverse_gradient(inputs, grl_lambda):
     def grad(upstream):
-        return -grl_lambda * upstream, tf.zeros_like(grl_lambda)
+        # lambda is float32; under a mixed-precision policy the features are 16-bit.
+        return -tf.cast(grl_lambda, upstream.dtype) * upstream, tf.zeros_like(grl_lambda)
 
     return tf.identity(inputs), grad
 
@@ -89,10 +90,11 @@ def build_feature_extractor(input_shape, pixel_mean, input_norm="mean", network=
     (per-image standardisation, `pixel_mean` unused).
     """
     images = keras.Input(shape=input_shape, name="images")
+    # The normalisation computes in float32 under any policy (utils/training/precision.py).
     if input_norm == "instance":
-        x = InstanceStandardisation(name="instance_standardisation")(images)
+        x = InstanceStandardisation(name="instance_standardisation", dtype="float32")(images)
     else:
-        mean_subtraction = MeanSubtraction(name="mean_subtraction")
+        mean_subtraction = MeanSubtraction(name="mean_subtraction", dtype="float32")
         x = mean_subtraction(images)
         mean_subtraction.pixel_mean.assign(np.asarray(pixel_mean, np.float32))
     for index, conv in enumerate(network.convs, start=1):
@@ -101,7 +103,8 @@ def build_feature_extractor(input_shape, pixel_mean, input_norm="mean", network=
         if conv.pool:
             x = keras.layers.MaxPooling2D(conv.pool, conv.pool_stride or None,
                                           name=f"pool{index}")(x)
-    features = keras.layers.Flatten(name="flatten")(x)
+    # float32 features under any policy: the validators, guard and Projector read them.
+    features = keras.layers.Flatten(name="flatten", dtype="float32")(x)
     return keras.Model(images, features, name="feature_extractor")
 
 
@@ -112,7 +115,8 @@ def build_label_classifier(feature_dim, num_classes, network=NETWORKS["mnist"]):
     x = features
     for index, units in enumerate(network.label_units, start=1):
         x = keras.layers.Dense(units, activation="relu", name=f"fc{index}")(x)
-    logits = keras.layers.Dense(num_classes, name="class_logits")(x)
+    # float32 logits under any policy: the losses and softmaxes read them.
+    logits = keras.layers.Dense(num_classes, name="class_logits", dtype="float32")(x)
     return keras.Model(features, logits, name="label_classifier")
 
 
@@ -123,7 +127,7 @@ def build_domain_classifier(feature_dim, network=NETWORKS["mnist"]):
     x = GradientReversal(name="gradient_reversal")(features)
     for index, units in enumerate(network.domain_units, start=1):
         x = keras.layers.Dense(units, activation="relu", name=f"fc{index}")(x)
-    logit = keras.layers.Dense(1, name="domain_logit")(x)
+    logit = keras.layers.Dense(1, name="domain_logit", dtype="float32")(x)
     return keras.Model(features, logit, name="domain_classifier")
 
 

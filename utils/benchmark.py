@@ -1,6 +1,7 @@
 """Throughput of the DANN training loop against a minimal step and an eager reference.
 
     python -m utils.benchmark [--data-dir model_data/dataset] [--rounds 3] [--recipe paper]
+        [--batch-size 16] [--precisions float32,mixed_bfloat16]
 
 Times, in one process and with the three loops alternating round by round:
   * `project`: the project's real training loop (Trainer._train_until): the
@@ -19,7 +20,10 @@ Times, in one process and with the three loops alternating round by round:
     eager step that runs the feature extractor on the source batch and again
     on the mixed batch, and writes a summary every step;
 and once each: the input pipeline alone, and a full `create_mnistm.py` build
-(when --mnist-path and --bsds-path are given).
+(when --mnist-path and --bsds-path are given). With several --precisions, the
+project and floor loops of each precision (utils/training/precision.py)
+alternate in the same rounds, and a table gives each one's speed-up over the
+first.
 
     python -m utils.benchmark --decode-folder model_data/folders/mnist
 
@@ -85,15 +89,18 @@ def make_reference_step(trainer, writer):
 
 
 def make_minimal_step(trainer):
-    """The floor: the same DANN update with nothing else, compiled (see the module docstring)."""
+    """The floor: the same DANN update with nothing else, compiled (see the module docstring),
+    its network built under the trainer's precision policy (no loss scaling)."""
     import keras
     import tensorflow as tf
 
     from model import build_dann
+    from utils.training.precision import policy
 
     config = trainer.config
-    dann = build_dann(config.input_shape, config.num_classes, input_norm=config.input_norm,
-                      network=config.network)
+    with policy(config.precision):
+        dann = build_dann(config.input_shape, config.num_classes, input_norm=config.input_norm,
+                          network=config.network)
     dann.gradient_reversal.grl_lambda.assign(0.5)
     optimizer = keras.optimizers.SGD(config.learning_rate, momentum=config.momentum)
     variables = dann.model.trainable_variables
@@ -120,9 +127,9 @@ def make_minimal_step(trainer):
     return minimal_step, minimal_loop, optimizer
 
 
-def benchmark_training(trainer, rounds, project_steps, reference_steps):
-    """ms/step of the project, minimal, floor and reference loops, alternating; medians over
-    rounds."""
+def training_loops(trainer, project_steps, reference_steps, with_reference=True):
+    """{loop name: (call, updates per call)} of the project, minimal, floor and (optionally)
+    reference loops on `trainer`."""
     import tensorflow as tf
     from tqdm import tqdm
 
@@ -158,15 +165,28 @@ def benchmark_training(trainer, rounds, project_steps, reference_steps):
 
     loops = {"project": (project_steps_call, project_steps),
              "minimal": (minimal_steps_call, project_steps),
-             "floor": (floor_steps_call, project_steps),
-             "reference": (reference_steps_call, reference_steps)}
+             "floor": (floor_steps_call, project_steps)}
+    if with_reference:
+        loops["reference"] = (reference_steps_call, reference_steps)
+    return loops
+
+
+def benchmark_training(trainers, rounds, project_steps, reference_steps):
+    """{(precision, loop): ms/step} for every trainer (one per precision, in order) and loop,
+    the loops of all precisions alternating round by round; medians over rounds. The
+    reference loop is timed for the first precision only."""
+    loops = {}
+    for index, (precision, trainer) in enumerate(trainers.items()):
+        for name, loop in training_loops(trainer, project_steps, reference_steps,
+                                         with_reference=index == 0).items():
+            loops[(precision, name)] = loop
     for call, _ in loops.values():
         call()  # trace and warm up every loop before timing
-    times = {name: [] for name in loops}
+    times = {key: [] for key in loops}
     for _ in range(rounds):
-        for name, (call, steps) in loops.items():
-            times[name].append(1000 * _seconds_per_call(call, 1) / steps)
-    return {name: statistics.median(values) for name, values in times.items()}
+        for key, (call, steps) in loops.items():
+            times[key].append(1000 * _seconds_per_call(call, 1) / steps)
+    return {key: statistics.median(values) for key, values in times.items()}
 
 
 def make_plain_batches(trainer):
@@ -205,6 +225,9 @@ def parse_args(argv=None):
     parser.add_argument("--batch-size", type=int, default=None,
                         help="images per step, half source and half target (default: the "
                              "recipe's; 128 is the paper's)")
+    parser.add_argument("--precisions", default="float32",
+                        help="comma-separated --precision values to time side by side, rounds "
+                             "alternating, e.g. float32,mixed_bfloat16 (default: %(default)s)")
     parser.add_argument("--rounds", type=int, default=3,
                         help="alternating rounds of the three loops (default: %(default)s)")
     parser.add_argument("--project-steps", type=int, default=300,
@@ -221,6 +244,13 @@ def parse_args(argv=None):
     args = parser.parse_args(argv)
     if min(args.rounds, args.project_steps, args.reference_steps) <= 0:
         raise UserError("--rounds, --project-steps and --reference-steps must be positive")
+    from config.config import PRECISIONS
+
+    args.precisions = [name.strip() for name in args.precisions.split(",") if name.strip()]
+    unknown = [name for name in args.precisions if name not in PRECISIONS]
+    if unknown or not args.precisions or len(set(args.precisions)) < len(args.precisions):
+        raise UserError(f"--precisions {','.join(args.precisions)}: give distinct names out of "
+                        f"{', '.join(PRECISIONS)}, e.g. float32,mixed_bfloat16")
     return args
 
 
@@ -298,14 +328,21 @@ def main(argv=None):
                      if args.mnist_path and args.bsds_path else None)
     overrides = {"batch_size": args.batch_size} if args.batch_size else {}
     # No held-out split: it changes which images are drawn, not the cost of a step.
-    config = DANNConfig(**{**recipe_fields(args.recipe), **overrides, "data_dir": args.data_dir,
-                           "run_name": "benchmark", "target_val_size": 0})
+    configs = {precision: DANNConfig(**{**recipe_fields(args.recipe), **overrides,
+                                        "data_dir": args.data_dir, "run_name": "benchmark",
+                                        "target_val_size": 0, "precision": precision})
+               for precision in args.precisions}
+    config = configs[args.precisions[0]]
     source, target = load_run_domains(config)
     keras.utils.set_random_seed(config.seed)
     with tempfile.TemporaryDirectory() as output_root:
-        trainer = Trainer(config, source, target, output_root=output_root)
-        ms = benchmark_training(trainer, args.rounds, args.project_steps, args.reference_steps)
-        pipeline_ms = benchmark_pipeline(trainer, 10 * args.project_steps)
+        trainers = {precision: Trainer(configs[precision], source, target,
+                                       output_root=os.path.join(output_root, precision))
+                    for precision in args.precisions}
+        times = benchmark_training(trainers, args.rounds, args.project_steps, args.reference_steps)
+        pipeline_ms = benchmark_pipeline(trainers[args.precisions[0]], 10 * args.project_steps)
+    ms = {name: value for (precision, name), value in times.items()
+          if precision == args.precisions[0]}
     images = config.batch_size
     print(f"\nCPU: {cpu_model()}; recipe {args.recipe}, batch {images // 2} source + "
           f"{images // 2} target images per step; median of {args.rounds} alternating rounds")
@@ -320,6 +357,14 @@ def main(argv=None):
     print(f"project vs fair floor ({config.steps_per_call} updates per call): "
           f"{ms['project'] / ms['floor']:.3f}x")
     print(f"project vs reference: {ms['reference'] / ms['project']:.2f}x faster")
+    if len(args.precisions) > 1:
+        print(f"\nprecision (rounds alternating; speed-up: {args.precisions[0]}'s project "
+              "loop / this one's)")
+        print(f"{'precision':<18}{'project ms':>12}{'floor ms':>10}{'vs floor':>10}{'speed-up':>10}")
+        for precision in args.precisions:
+            project, floor = times[(precision, "project")], times[(precision, "floor")]
+            print(f"{precision:<18}{project:>12.2f}{floor:>10.2f}{project / floor:>9.3f}x"
+                  f"{ms['project'] / project:>9.3f}x")
     if build_seconds is not None:
         print(f"create_mnistm.py full build: {build_seconds:.2f} s")
 

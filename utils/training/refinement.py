@@ -37,6 +37,7 @@ weight average the teacher copies the raw weights.
 import keras
 import tensorflow as tf
 
+from utils.training import precision
 from utils.training.target_entropy import conditional_entropy
 from utils.training.virtual_adversarial import TargetVAT, kl_from_logits
 
@@ -95,8 +96,9 @@ class Refinement(tf.Module):
         self.vat_weight = config.refine_vat_weight
         self.dann, self.evaluated, self.teacher = dann, evaluated, teacher
         self.step_counter, self.global_target_batch = step_counter, global_target_batch
-        self.optimizer = keras.optimizers.Adam(config.refine_learning_rate, beta_1=ADAM_BETA_1,
-                                               global_clipnorm=config.clip_norm or None)
+        self.optimizer = precision.wrap_optimizer(
+            keras.optimizers.Adam(config.refine_learning_rate, beta_1=ADAM_BETA_1,
+                                  global_clipnorm=config.clip_norm or None), config.precision)
         self.optimizer.build(dann.model.trainable_variables)
         self.metrics = RefinementMetrics()
         self.vat = TargetVAT(1.0, config.vat_radius, 0.0, config.grl_gamma, 1, global_target_batch,
@@ -150,9 +152,9 @@ class Refinement(tf.Module):
         with tf.GradientTape() as tape:
             terms, window = self.loss_terms(pseudo_images, target_images, step)
             total_loss = tf.add_n(list(terms.values()))
-        gradients = tape.gradient(total_loss, self.variables_refined())
-        finite = tf.logical_and(tf.math.is_finite(total_loss),
-                                tf.reduce_all([tf.reduce_all(tf.math.is_finite(g)) for g in gradients]))
+            scaled_loss = precision.scale_loss(self.optimizer, total_loss)
+        gradients, finite = precision.gradients_and_finite(tape, total_loss, scaled_loss,
+                                                           self.variables_refined(), self.optimizer)
         replicas_not_finite = tf.distribute.get_replica_context().all_reduce(
             tf.distribute.ReduceOp.SUM, 1.0 - tf.cast(finite, tf.float32))
         self.metrics.update(**window)

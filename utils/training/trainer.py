@@ -18,7 +18,7 @@ import tensorflow as tf
 from tqdm import tqdm
 
 from model import build_dann
-from utils.training import schedules
+from utils.training import precision, schedules
 from utils.data import (hold_out_source_validation, hold_out_target_validation, pixel_mean,
                         seeded_subset_indices)
 from utils.data.domains import evaluation_sets, fill_config, pool_size_problem
@@ -186,7 +186,8 @@ class Trainer:
         self.train_images = (labelled["images"], labelled["labels"], unlabelled["images"])
         self.eval_subsets = self._eval_subsets()
 
-        with self.strategy.scope():
+        # Every model of the run is built under its precision's policy (float32 variables).
+        with self.strategy.scope(), precision.policy(config.precision):
             mean = pixel_mean(source_pool["images"], target_pool["images"])
             self.dann = build_dann(config.input_shape, config.num_classes, mean, config.input_norm,
                                    config.network)
@@ -194,8 +195,9 @@ class Trainer:
                 config.learning_rate, config.lr_alpha, config.lr_beta, config.adaptation_steps)
             # Clipping the global gradient norm bounds what one batch can do to the weights
             # (and, through the momentum, to the next updates); None leaves SGD as it is.
-            self.optimizer = keras.optimizers.SGD(self.learning_rate, momentum=config.momentum,
-                                                  global_clipnorm=config.clip_norm or None)
+            self.optimizer = precision.wrap_optimizer(
+                keras.optimizers.SGD(self.learning_rate, momentum=config.momentum,
+                                     global_clipnorm=config.clip_norm or None), config.precision)
             self.optimizer.build(self.dann.model.trainable_variables)
             self.metrics = WindowMetrics()
             # Step of the first NaN/Inf loss or gradient, -1 while training is healthy.
@@ -395,9 +397,9 @@ class Trainer:
             total_loss = terms.pop("label") + terms.pop("domain")
             if terms:
                 total_loss += tf.add_n(list(terms.values()))
-        gradients = tape.gradient(total_loss, self.dann.model.trainable_variables)
-        finite = tf.logical_and(tf.math.is_finite(total_loss),
-                                tf.reduce_all([tf.reduce_all(tf.math.is_finite(g)) for g in gradients]))
+            scaled_loss = precision.scale_loss(self.optimizer, total_loss)
+        gradients, finite = precision.gradients_and_finite(
+            tape, total_loss, scaled_loss, self.dann.model.trainable_variables, self.optimizer)
         replicas_not_finite = tf.distribute.get_replica_context().all_reduce(
             tf.distribute.ReduceOp.SUM, 1.0 - tf.cast(finite, tf.float32))
         class_logits, domain_logits = outputs["class_logits"], outputs["domain_logits"]
@@ -414,7 +416,7 @@ class Trainer:
         return gradients, tf.equal(replicas_not_finite, 0.0)
 
     def _apply_gradients(self, gradients):
-        self.optimizer.apply_gradients(zip(gradients, self.dann.model.trainable_variables))
+        precision.apply_gradients(self.optimizer, gradients, self.dann.model.trainable_variables)
 
     def _train_step_on_batch(self, batch):
         """One SGD update with lambda_p set from the global step; skipped if not finite."""
