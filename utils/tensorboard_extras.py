@@ -48,7 +48,7 @@ GRID_IMAGES = 64
 SHOWN_HPARAMS = ("recipe", "mode", "seed", "source", "target", "network", "input_norm",
                  "batch_size", "updates", "learning_rate", "domain_loss_weight",
                  "entropy_weight", "vat_weight", "ema_decay", "refine_steps", "refine_kl_weight",
-                 "clip_norm", "on_collapse")
+                 "clip_norm", "precision", "on_collapse")
 # (sub-run, tag, column title): the final figures of a run, read by the
 # dashboard from the scalars the run already logs.
 SHOWN_METRICS = (("validation", "acc/label_acc", "target test acc"),
