@@ -62,6 +62,30 @@ def test_guard_calls_an_output_that_ignores_the_image_collapsed(dann_and_images)
         logits.kernel.assign(saved)
 
 
+def test_guard_calls_a_confidently_one_class_classifier_collapsed(data_dir, dann_and_images):
+    """Units alive and logits that depend on the image, but every image in one class with a
+    loss worse than guessing: what `refined` without its KL term became (README)."""
+    from utils.data import builtin_domains
+
+    dann, images = dann_and_images
+    labels = builtin_domains(data_dir)[0].train_labels[:64]
+    guard = CollapseGuard(dann.feature_extractor, dann.label_classifier, images, labels)
+    # Untrained: about ln 10 against the labels, whatever it predicts.
+    assert guard.diagnosis() is None
+    logits = dann.label_classifier.get_layer("class_logits")
+    saved = logits.bias.numpy()
+    try:
+        logits.bias.assign(np.where(np.arange(10) == 3, 50.0, 0.0).astype(np.float32))
+        diagnosis = guard.diagnosis()
+        assert diagnosis.startswith("it puts 100% of the 64 probe training images in class 3, "
+                                    "with a cross-entropy of ")
+        assert diagnosis.endswith("(above twice a uniform guess's ln 10 = 2.30)")
+        # Without labels the guard cannot tell a one-class prediction from a one-class probe.
+        assert CollapseGuard(dann.feature_extractor, dann.label_classifier, images).diagnosis() is None
+    finally:
+        logits.bias.assign(saved)
+
+
 def test_collapsed_run_stops_with_one_line_exit_4_and_says_so_in_results(data_dir, tmp_path,
                                                                          capsys, monkeypatch):
     saved_checkpoints = []

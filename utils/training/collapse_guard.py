@@ -15,7 +15,15 @@ calls the run collapsed when
     positive for at least one probe image; a convolution's unit is a channel),
     or
   * G_y's logits are the same for every probe image (what a dead layer
-    implies, checked directly, whatever the architecture).
+    implies, checked directly, whatever the architecture), or
+  * G_y puts (nearly) every probe image in one class and is confidently wrong
+    about them: at least ONE_CLASS_SHARE of the predictions are one class,
+    and the mean cross-entropy against the probe's labels is above 2 ln K,
+    twice what a uniform guess over the K classes scores. Live units and image-dependent
+    logits do not make a working classifier: `refined` without its KL term
+    (README, "Refinement") drove every image to one class with a loss of 127
+    and units alive, and the run ended at chance as an ordinary result. An
+    untrained network scores about ln K, so a young run does not trip it.
 
 It runs before every checkpoint is written and before the final results, so
 a dead model is never saved as a checkpoint nor reported as a result, and the
@@ -39,6 +47,9 @@ import tensorflow as tf
 # Logits whose spread over the probe images is below this fraction of their size are
 # one constant output (a dead fc2 gives a spread of exactly 0).
 CONSTANT_OUTPUT_TOLERANCE = 1e-6
+# At least this share of the probe's predictions in one class (with a cross-entropy above
+# a uniform guess's) is a classifier that collapsed onto that class.
+ONE_CLASS_SHARE = 0.9
 
 
 class Collapsed(Exception):
@@ -145,8 +156,10 @@ def relu_layers(model):
 class CollapseGuard:
     """Live ReLU units of G_f and G_y, and the spread of G_y's logits, on fixed probe images."""
 
-    def __init__(self, feature_extractor, label_classifier, probe_images):
+    def __init__(self, feature_extractor, label_classifier, probe_images, probe_labels=None):
+        """`probe_labels` (the probe images' classes) enables the one-class check."""
         self.probe_images = np.asarray(probe_images)
+        self.probe_labels = None if probe_labels is None else np.asarray(probe_labels, np.int32)
         fe_layers, lc_layers = relu_layers(feature_extractor), relu_layers(label_classifier)
         self.layers = fe_layers + lc_layers
         self._features = keras.Model(feature_extractor.inputs,
@@ -168,16 +181,16 @@ class CollapseGuard:
             live.append(tf.reduce_sum(tf.cast(peak > 0.0, tf.int32)))
             units.append(tf.size(peak))
         spread = tf.reduce_max(tf.reduce_max(logits, axis=0) - tf.reduce_min(logits, axis=0))
-        return tf.stack(live), tf.stack(units), spread, tf.reduce_max(tf.abs(logits))
+        return tf.stack(live), tf.stack(units), spread, tf.reduce_max(tf.abs(logits)), logits
 
     def live_units(self):
         """{layer name: (live units, units)} on the probe images."""
-        live, units, _, _ = self.probe(self.probe_images)
+        live, units, _, _, _ = self.probe(self.probe_images)
         return {layer.name: (int(a), int(b)) for layer, a, b in zip(self.layers, live, units)}
 
     def diagnosis(self):
         """What died, as a phrase, or None while the classifier is alive."""
-        live, units, spread, size = (value.numpy() for value in self.probe(self.probe_images))
+        live, units, spread, size, logits = (value.numpy() for value in self.probe(self.probe_images))
         dead = [f"{layer.name} has 0 of {count} units live" for layer, alive, count
                 in zip(self.layers, live, units) if alive == 0]
         count = len(self.probe_images)
@@ -185,4 +198,20 @@ class CollapseGuard:
             return f"{', '.join(dead)} on {count} probe training images"
         if spread <= CONSTANT_OUTPUT_TOLERANCE * (1.0 + size):
             return f"its logits are the same for all {count} probe training images"
+        return self._one_class(logits)
+
+    def _one_class(self, logits):
+        """The one-class collapse (module docstring), as a phrase, or None."""
+        if self.probe_labels is None:
+            return None
+        predicted = np.argmax(logits, axis=1)
+        top = int(np.bincount(predicted).argmax())
+        share = float(np.mean(predicted == top))
+        num_classes = logits.shape[1]
+        cross_entropy = float(np.mean(tf.nn.sparse_softmax_cross_entropy_with_logits(
+            self.probe_labels, logits.astype(np.float32))))
+        if share >= ONE_CLASS_SHARE and cross_entropy > 2 * np.log(num_classes):
+            return (f"it puts {share:.0%} of the {len(predicted)} probe training images in class "
+                    f"{top}, with a cross-entropy of {cross_entropy:.1f} against their labels "
+                    f"(above twice a uniform guess's ln {num_classes} = {np.log(num_classes):.2f})")
         return None

@@ -218,7 +218,8 @@ class Trainer:
         self.target_losses = self._target_losses() if self.adapt else []
         # Guards beside the NaN check: probes on the first labelled training images.
         self.collapse_guard = (CollapseGuard(self.dann.feature_extractor, self.dann.label_classifier,
-                                             self.train_images[0][:config.collapse_probe_size])
+                                             self.train_images[0][:config.collapse_probe_size],
+                                             self.train_images[1][:config.collapse_probe_size])
                                if config.collapse_probe_size > 0 else None)
         # What a collapse does: stop the run, or go back to the last good checkpoint.
         self.rollbacks = (Rollbacks(config.max_rollbacks, self.dirs["logs"])
