@@ -59,6 +59,7 @@ def assert_each_step_once(log_dir, total_steps):
     assert logged == sorted(set(logged)), lines
 
 
+@pytest.mark.slow  # 10-20 s: kept out of the default suite for its 5-minute budget
 def test_run_with_no_checkpoint_resumes_from_step_0_and_logs_each_step_once(data_dir, tmp_path,
                                                                               capsys, monkeypatch):
     from utils.training.trainer import Trainer

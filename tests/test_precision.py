@@ -57,6 +57,7 @@ def test_unknown_precision_is_one_line():
         DANNConfig(precision="fp8")
 
 
+@pytest.mark.slow  # 10-20 s: kept out of the default suite for its 5-minute budget
 def test_benchmark_times_precisions_side_by_side(data_dir, capsys):
     from utils import benchmark
 

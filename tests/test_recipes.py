@@ -172,6 +172,7 @@ def test_recipes_set_their_fields_and_flags_override_them():
         parse(["--recipe", "best"])
 
 
+@pytest.mark.slow  # 10-20 s: kept out of the default suite for its 5-minute budget
 def test_scalars_are_written_at_the_training_and_validation_cadence(data_dir, tmp_path):
     config = DANNConfig(epochs=2, steps_per_epoch=20, batch_size=8, eval_batch_size=16,
                         log_every_steps=4, eval_every_steps=10, checkpoint_every_steps=1000,

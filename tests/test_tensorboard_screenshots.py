@@ -31,6 +31,7 @@ def fake_browser(folder):
     return path, calls
 
 
+@pytest.mark.slow  # 10-20 s: kept out of the default suite for its 5-minute budget
 def test_every_dashboard_has_the_runs_data_and_gets_one_screenshot(smoke_runs, tmp_path, capsys):
     from utils import tensorboard_screenshots
 
