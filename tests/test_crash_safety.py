@@ -130,6 +130,7 @@ def final_weights(root, run):
     return arrays
 
 
+@pytest.mark.slow  # 3 runs, about 20 s: kept out of the default suite for its 5-minute budget
 @pytest.mark.parametrize("damage", ["delete_index", "delete_state_file", "truncate_data"])
 def test_resume_walks_back_past_a_damaged_newest_checkpoint(finished_run, tmp_path, capsys, damage):
     copy_run(finished_run, "straight", tmp_path, "damaged")
