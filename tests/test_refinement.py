@@ -200,8 +200,10 @@ def test_refinement_resumes_exactly_across_and_inside_the_phase(data_dir, tmp_pa
     root = str(tmp_path)
 
     def flags(name, refine_steps, *extra):
+        # No collapse guard: 40 refinement updates on the tiny synthetic target may put it in
+        # one class (the guard rightly calls that a collapse); this test is about exactness.
         return script_flags(data_dir, root, name, refine_steps, "--deterministic",
-                            "--eval-every-steps", 2, *extra)
+                            "--eval-every-steps", 2, "--collapse-probe-size", 0, *extra)
 
     # Long enough (a validation every other step) for the signal to land inside the refinement.
     refine = 40
