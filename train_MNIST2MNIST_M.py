@@ -17,10 +17,12 @@ built first, exactly as `python create_mnistm.py --out-dir <data-dir>` would
 Other domains (--source, --target, --target-test) are image folders or .npz
 files: utils/data/domains.py.
 """
+import contextlib
 import json
 import os
 import shutil
 import sys
+import tempfile
 import time
 
 import create_mnistm
@@ -29,7 +31,7 @@ from utils.data import MNIST_M_PICKLE, MNIST_PICKLE, load_run_domains
 from utils.data.domains import fill_config, is_builtin
 from utils.io import (ArgumentParser, UserError, ensure_writable_dir, free_space, one_line,
                       run_main)
-from utils.training.run_lock import RunLock
+from utils.training.run_lock import RunLock, process_alive
 from utils.runs import config_file, results_file, run_dirs
 
 # What TensorFlow's file writers say when the disk or the folder fails them.
@@ -77,6 +79,22 @@ def parse_args(argv=None):
     if args.init_from and args.resume:
         raise UserError("--init-from starts a new run, and --resume continues one; pass one of them")
     return args
+
+
+def cluster_task(config, args):
+    """This process's Task in a `--strategy multi_worker` run (None for other strategies)."""
+    if config.strategy != "multi_worker":
+        return None
+    from utils.training.distribute import cluster_task as task_from_tf_config
+
+    task = task_from_tf_config()
+    if not args.run_name:
+        raise UserError("--strategy multi_worker needs --run-name: every worker must name the "
+                        "same run")
+    if args.init_from:
+        raise UserError("--init-from is not supported with --strategy multi_worker; train the "
+                        "refinement phase on one process")
+    return task
 
 
 def ensure_pickles(data_dir, mnist_path=None, bsds_path=None, resume=False):
@@ -169,6 +187,14 @@ def delete_run(output_root, run_name, lock):
             shutil.rmtree(path) if os.path.isdir(path) and not os.path.islink(path) else os.remove(path)
 
 
+def _op_error_cause(message):
+    """What a TensorFlow op error says went wrong, without its graph trace (node, file lines)."""
+    lines = [line.strip() for line in message.splitlines()
+             if line.strip() and not line[:1].isspace()
+             and not line.startswith(("Graph execution error", "Detected at node", "[[", "File "))]
+    return one_line(" ".join(lines[:2]))[:240]
+
+
 def write_failure(error, folder, checkpoint):
     """The one line for an OS error while the run writes (a full disk, a lost mount...)."""
     reason = getattr(error, "strerror", None) or one_line(getattr(error, "message", error))
@@ -181,6 +207,7 @@ def write_failure(error, folder, checkpoint):
 def main(argv=None):
     args = parse_args(argv)
     config = resolve_config(args)
+    task = cluster_task(config, args)
     results_path = finished_results(args.output_root, config.run_name) if args.resume else None
     collapsed = None
     if results_path:
@@ -204,7 +231,8 @@ def main(argv=None):
             return
     # Bad data or an unwritable output folder should fail in a second, not
     # after the TensorFlow import and model build.
-    ensure_writable_dir(args.output_root)
+    if task is None or task.is_chief:
+        ensure_writable_dir(args.output_root)
     if any(is_builtin(spec) for spec in (config.source, config.target, config.target_test)):
         ensure_pickles(config.data_dir, args.mnist_path, args.bsds_path, resume=args.resume)
     elif args.mnist_path or args.bsds_path:
@@ -231,16 +259,21 @@ def main(argv=None):
     import keras
     import tensorflow as tf
 
+    from utils.training.distribute import create_strategy
     from utils.training.trainer import Trainer
 
+    # Before any other TensorFlow op: MultiWorkerMirroredStrategy sets up the collective ops.
+    strategy = create_strategy(config.strategy)
     keras.utils.set_random_seed(config.seed)
     if config.deterministic:
         tf.config.experimental.enable_op_determinism()
     print(f"run {config.run_name}: mode {config.mode}, seed {config.seed}, "
-          f"{config.epochs} epochs x {config.steps_per_epoch} steps, batch {config.batch_size}")
-    # One writer per run: a second process on it is refused before it writes anything.
-    with RunLock(run_dirs(args.output_root, config.run_name)["checkpoints"], config.run_name) as lock:
-        if args.overwrite:
+          f"{config.epochs} epochs x {config.steps_per_epoch} steps, batch {config.batch_size}"
+          + (f"; {task.name} of {task.num_workers} workers"
+             + (" (the chief: it writes the run)" if task.is_chief else
+                " (writes nothing to the run; the chief does)") if task else ""))
+    with run_writer(args, config, task) as (lock, output_root, checkpoints_from):
+        if lock and args.overwrite:
             delete_run(args.output_root, config.run_name, lock)
         if args.init_from:
             from utils.training.init_from import copy_run
@@ -251,9 +284,37 @@ def main(argv=None):
                   f"{config.refine_steps} refinement steps", flush=True)
             # From here on it is this run's own checkpoint: it resumes from it.
             args.resume = True
-        trainer = Trainer(config, source, target, output_root=args.output_root)
+        trainer = Trainer(config, source, target, output_root=output_root, strategy=strategy,
+                          checkpoints_from=checkpoints_from)
         results = train(trainer, args, collapsed)
     print(json.dumps(results, indent=2))
+
+
+@contextlib.contextmanager
+def run_writer(args, config, task):
+    """Where this process writes: (lock, output root, checkpoints to resume from).
+
+    One writer per run: the run lock refuses a second process before it writes
+    anything. In a multi-worker run that writer is the chief; another worker writes
+    into a temporary folder outside the run, removed when it exits, and resumes
+    from the chief's checkpoints (utils/training/distribute.py).
+    """
+    if task is None or task.is_chief:
+        with RunLock(run_dirs(args.output_root, config.run_name)["checkpoints"],
+                     config.run_name) as lock:
+            yield lock, args.output_root, None
+        return
+    # Named with the PID, so that the folder a killed worker left is removed by the next one.
+    prefix = f"dann-{config.run_name}-{task.type}{task.id}-pid"
+    for name in os.listdir(tempfile.gettempdir()):
+        pid = name[len(prefix):].split("-", 1)[0]
+        if name.startswith(prefix) and pid.isdigit() and not process_alive(int(pid)):
+            shutil.rmtree(os.path.join(tempfile.gettempdir(), name), ignore_errors=True)
+    scratch = tempfile.mkdtemp(prefix=f"{prefix}{os.getpid()}-")
+    try:
+        yield None, scratch, run_dirs(args.output_root, config.run_name)["checkpoints"]
+    finally:
+        shutil.rmtree(scratch, ignore_errors=True)
 
 
 def train(trainer, args, collapsed=None):
@@ -265,7 +326,9 @@ def train(trainer, args, collapsed=None):
 
     config = trainer.config
     resume_command = (f"python train_MNIST2MNIST_M.py --run-name {config.run_name} --resume"
-                      + (f" --output-root {args.output_root}" if args.output_root != "." else ""))
+                      + (f" --output-root {args.output_root}" if args.output_root != "." else "")
+                      + (" on every worker, with its TF_CONFIG" if config.strategy == "multi_worker"
+                         else ""))
     try:
         return trainer.fit(resume=args.resume, show_progress=not args.no_progress,
                            resume_from=args.resume_from, command=args.command,
@@ -283,6 +346,18 @@ def train(trainer, args, collapsed=None):
     except (OSError, tf.errors.OpError) as error:
         if isinstance(error, tf.errors.OpError) and not any(
                 text in str(error) for text in WRITE_FAILURES):
+            # What the collectives raise when another worker died or cannot be reached.
+            peer_failures = (tf.errors.UnavailableError, tf.errors.DeadlineExceededError,
+                             tf.errors.CancelledError, tf.errors.AbortedError)
+            if config.strategy == "multi_worker" and isinstance(error, peer_failures):
+                latest = trainer.manager.latest_checkpoint
+                # Named in the run's own folder: a worker's copy was temporary.
+                latest = (os.path.join(trainer.checkpoints_from, os.path.basename(latest))
+                          if latest else "none yet")
+                raise UserError(f"a worker of the cluster stopped or cannot be reached "
+                                f"({type(error).__name__}: {_op_error_cause(error.message)}); the "
+                                f"last good checkpoint is {latest}. Continue with: "
+                                f"{resume_command}") from None
             raise
         message = write_failure(error, trainer.dirs["checkpoints"], trainer.manager.latest_checkpoint)
         raise UserError(f"{message} continue with: {resume_command}") from None

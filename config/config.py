@@ -46,7 +46,7 @@ from utils.io import UserError, atomic_write_json, atomic_write_text
 
 MODES = ("dann", "source_only", "target_only")
 INPUT_NORMALISATIONS = ("mean", "instance")
-STRATEGIES = ("default", "mirrored")
+STRATEGIES = ("default", "mirrored", "multi_worker")
 PRECISIONS = ("float32", "mixed_bfloat16", "mixed_float16")
 ON_COLLAPSE = ("rollback", "stop")
 # Fields that, left unset (None), are filled from the data when a run starts.
@@ -125,8 +125,9 @@ class DANNConfig:
       max_to_keep: how many checkpoints are kept on disk.
       eval_batch_size: batch size of the compiled evaluation function.
       deterministic: turn on TensorFlow op determinism (bit-exact resume).
-      strategy: `default` (one device) or `mirrored` (tf.distribute over all
-        visible devices).
+      strategy: `default` (one device), `mirrored` (tf.distribute over all
+        visible devices) or `multi_worker` (over the processes TF_CONFIG lists,
+        usually on several machines; utils/training/distribute.py).
       recipe: the named group of field values the run starts from (documented
         in config/recipes.py); any other flag given beside it overrides the
         recipe's value for that field.

@@ -24,6 +24,7 @@ from utils.data import (hold_out_source_validation, hold_out_target_validation, 
 from utils.data.domains import evaluation_sets, fill_config, pool_size_problem
 from utils.training.checkpoints import checkpoint_path, checkpoint_problem, discard_after, resume_candidates
 from utils.training.collapse_guard import Collapsed, CollapseGuard, Rollbacks
+from utils.training.distribute import Agreement, create_strategy
 from utils.data.pipeline import make_train_dataset
 from utils.runs import FINAL_WEIGHTS, run_dirs
 from utils.io import (UserError, atomic_save, atomic_write_json, atomic_write_text,
@@ -111,14 +112,6 @@ class RunClock(tf.Module):
         return wall, train, int(steps)
 
 
-def create_strategy(name):
-    """`default`: one device; `mirrored`: synchronous data parallelism over all visible devices."""
-    if name == "mirrored":
-        devices = tf.config.list_logical_devices("GPU") or tf.config.list_logical_devices("CPU")
-        return tf.distribute.MirroredStrategy([device.name for device in devices])
-    return tf.distribute.get_strategy()
-
-
 def _logged_step(line):
     """N of a log.txt line "step N/T ..." (lines of another form count as step 0)."""
     head = line.split("/", 1)[0].split()
@@ -140,12 +133,20 @@ class Trainer:
     `source` and `target` are Domains (utils/data/domains.py). Labelled images
     come from the source (the target in `target_only` mode), unlabelled ones
     from the other domain; domain label 0 is the source and 1 the target.
+
+    `checkpoints_from` is the folder a resume reads checkpoints from when it is not
+    the run's own: a multi-worker run's worker writes to a temporary folder but
+    resumes from the chief's checkpoints (utils/training/distribute.py).
     """
 
-    def __init__(self, config, source, target, output_root=".", strategy=None):
+    def __init__(self, config, source, target, output_root=".", strategy=None,
+                 checkpoints_from=None):
         self.config = fill_config(config, source, target)
         self.dirs = run_dirs(output_root, config.run_name)
+        self.checkpoints_from = checkpoints_from or self.dirs["checkpoints"]
         self.strategy = strategy or create_strategy(config.strategy)
+        # Stop and wall-time checkpoint decisions, made the same in every worker.
+        self.agree = Agreement(self.strategy)
         self.half_batch = config.batch_size // 2
         if config.mode == "target_only" and not target.labelled:
             raise UserError(f"--mode target_only trains on the target's labels, but --target "
@@ -344,7 +345,12 @@ class Trainer:
         else:
             dataset = make_train_dataset(*self.train_images, self.half_batch, self.config.seed,
                                          start_step=start_step)
-        return self.strategy.experimental_distribute_dataset(dataset)
+        # Several workers: each computes the same stream and keeps its share of every
+        # global batch (the stream comes from memory, not files, so there is no file to
+        # shard; DATA is what AUTO would fall back to, said here to skip its warning).
+        options = tf.data.Options()
+        options.experimental_distribute.auto_shard_policy = tf.data.experimental.AutoShardPolicy.DATA
+        return self.strategy.experimental_distribute_dataset(dataset.with_options(options))
 
     def _loss_terms(self, labelled_images, labels, unlabelled_images):
         """The weighted loss terms of one replica's share of the batch (Sec. 3.2, Eq. 9-13).
@@ -573,7 +579,7 @@ class Trainer:
         """
         folder = self.dirs["checkpoints"]
         restored = None
-        for prefix in resume_candidates(folder, resume_from):
+        for prefix in resume_candidates(self.checkpoints_from, resume_from):
             problem = checkpoint_problem(prefix)
             if problem and resume_from is not None:
                 raise UserError(f"cannot resume from {prefix}: {problem}; name another checkpoint "
@@ -674,7 +680,7 @@ class Trainer:
                         raise Collapsed(collapse.step, collapse.what,
                                         collapse.last_good_checkpoint, refusal) from None
                     self._roll_back(collapse, writers)
-                    if stop_signal:
+                    if self._stopping(stop_signal):
                         # The restored checkpoint is on disk and the rollback recorded.
                         raise Interrupted(stop_signal[0])
                     bar.reset(total=config.total_steps)
@@ -718,7 +724,8 @@ class Trainer:
                           _next_multiple(self.step, config.steps_per_epoch), config.total_steps)
             if not refining and self.refinement:
                 stop_at = min(stop_at, config.adaptation_steps)
-            seconds, steps = self._train_until(stop_at, iterator, writers, stop_signal, bar)
+            seconds, steps, stopping = self._train_until(stop_at, iterator, writers,
+                                                         stop_signal, bar)
             self._session_train_seconds += seconds
             self._session_timed_steps += steps
             step = self.step
@@ -732,7 +739,7 @@ class Trainer:
                     validation = self._validate(writers, whole=step == config.total_steps or phase_end)
                 if step % config.steps_per_epoch == 0 or self._checkpoint_due(step) or phase_end:
                     self.save_checkpoint()
-            if stop_signal and step < config.total_steps:
+            if stopping and step < config.total_steps:
                 if self.manager.latest_checkpoint != checkpoint_path(self.dirs["checkpoints"],
                                                                      step):
                     self.save_checkpoint()
@@ -756,8 +763,11 @@ class Trainer:
         print(line, flush=True)
         with open(os.path.join(self.dirs["logs"], "log.txt"), "a") as log:
             log.write(line + "\n")
-        # The collapsed results go only now that the rollback is on record.
-        os.remove(os.path.join(self.dirs["logs"], "results.json"))
+        # The collapsed results go only now that the rollback is on record (a multi-worker
+        # run's worker has none: the chief wrote them).
+        results_path = os.path.join(self.dirs["logs"], "results.json")
+        if os.path.exists(results_path):
+            os.remove(results_path)
 
     def _roll_back(self, collapse, writers):
         """`--on-collapse rollback`: back to the last good checkpoint, past the batches since it.
@@ -785,18 +795,27 @@ class Trainer:
         with open(os.path.join(self.dirs["logs"], "log.txt"), "a") as log:
             log.write(line + "\n")
 
+    def _stopping(self, stop_signal, *also):
+        """Whether to stop (a signal reached this or any other worker), then `also`'s flags,
+        agreed by all workers. A worker stopped by another's signal stops as by SIGTERM."""
+        stopping, *agreed = self.agree(bool(stop_signal), *also)
+        if stopping and not stop_signal:
+            stop_signal.append(signal.SIGTERM)
+        return (stopping, *agreed) if also else stopping
+
     def _train_until(self, last_step, iterator, writers, stop_signal, bar):
         """Runs updates up to `last_step`, or until a stop signal arrives.
 
-        Returns (seconds, steps) timed from the end of the first call, so the
-        one-time tracing stays out of ms/step. Only every `log_every_steps`
-        does Python wait for the device (the NaN check and the training
-        scalars), keeping the loop async.
+        Returns (seconds, steps, stopping): the time and steps timed from the end of
+        the first call, so the one-time tracing stays out of ms/step, and whether a
+        stop signal was agreed. Only every `log_every_steps` does Python wait for
+        the device (the NaN check and the training scalars), keeping the loop async.
         """
         config = self.config
         timed_from = None
         step = self.step
-        while step < last_step:
+        stopping = False
+        while step < last_step and not stopping:
             if step % config.log_every_steps == 0:
                 self._check_finite()
                 self.log_hyperparameters(writers["hyperparameter"], step)
@@ -814,14 +833,15 @@ class Trainer:
                 self._log_training_window(writers["train"], step)
             # The caller checkpoints `last_step` itself, after its validation: a kill
             # between the two must not leave a checkpoint whose validation is missing.
-            if step < last_step and self._checkpoint_due(step):
+            # Both decisions are agreed: every worker must save at the same steps.
+            stopping, due = self._stopping(stop_signal,
+                                           step < last_step and self._checkpoint_due(step))
+            if due:
                 self.save_checkpoint()
-            if stop_signal:
-                break
         self._check_finite()
         if timed_from is None:
-            return 0.0, 0
-        return time.perf_counter() - timed_from[0], self.step - timed_from[1]
+            return 0.0, 0, stopping
+        return time.perf_counter() - timed_from[0], self.step - timed_from[1], stopping
 
     def _checkpoint_due(self, step):
         """Every `checkpoint_every_steps`, and once `checkpoint_every_seconds` have passed."""
