@@ -384,6 +384,18 @@ class DANNConfig:
         return cls(**{**LEGACY_VALUES, **items})
 
 
+def config_changes(saved, wanted, ignored=()):
+    """"field old -> new" for each field of the `wanted` dict whose value differs from the
+    `saved` dict's, in `wanted`'s order; lists and tuples alike (config.json stores tuples
+    as lists)."""
+    def shown(value):
+        return tuple(value) if isinstance(value, (list, tuple)) else value
+
+    return [f"{field} {shown(saved.get(field))!r} -> {shown(value)!r}"
+            for field, value in wanted.items()
+            if field not in ignored and shown(saved.get(field)) != shown(value)]
+
+
 def check_run_name(name):
     """Raises UserError unless `name` is a relative path without `..` (issue 10) that
     does not collide with config/'s code nor hide its folders behind a dot (issue 19).

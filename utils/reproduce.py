@@ -66,7 +66,7 @@ def saved_config_changes(recipe, mode, seed, output_root, data_dir, extra_flags)
     Returns "field old -> new" strings (empty when they are equal), or None
     when the run has no saved config.
     """
-    from config.config import FROM_DATA, DANNConfig
+    from config.config import FROM_DATA, DANNConfig, config_changes
 
     name = run_name(recipe, mode, seed)
     saved_path = config_file(name, output_root)
@@ -84,9 +84,7 @@ def saved_config_changes(recipe, mode, seed, output_root, data_dir, extra_flags)
         # resumed with what is asked now (a run that stopped on a collapse, as the rollback it
         # did not take).
         ignored |= ONLY_ON_COLLAPSE
-    return [f"{field} {_shown(saved.get(field))!r} -> {_shown(wanted[field])!r}"
-            for field in sorted(wanted)
-            if field not in ignored and _shown(saved.get(field)) != _shown(wanted[field])]
+    return config_changes(saved, dict(sorted(wanted.items())), ignored)
 
 
 def _stopped_collapse_to_roll_back(recipe, mode, seed, output_root, data_dir, extra_flags):
@@ -103,11 +101,6 @@ def _stopped_collapse_to_roll_back(recipe, mode, seed, output_root, data_dir, ex
     wanted = requested_config(recipe, mode, seed, name, data_dir, extra_flags).on_collapse
     saved = DANNConfig.load(config_file(name, output_root)).on_collapse
     return bool(collapsed) and wanted == "rollback" and saved == "stop"
-
-
-def _shown(value):
-    """Lists and tuples alike (config.json stores tuples as lists)."""
-    return tuple(value) if isinstance(value, (list, tuple)) else value
 
 
 def _rolled_back(name, output_root):

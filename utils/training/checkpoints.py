@@ -48,6 +48,20 @@ def checkpoint_problem(prefix):
     return None
 
 
+def saved_objects(prefix):
+    """The names of the objects the checkpoint at `prefix` holds (model, optimizer, ...)."""
+    import tensorflow as tf
+
+    return {name.split("/", 1)[0] for name, _ in tf.train.list_variables(prefix)}
+
+
+def saved_step(prefix):
+    """The global step the checkpoint at `prefix` was written at (its optimizer's iterations)."""
+    import tensorflow as tf
+
+    return int(tf.train.load_variable(prefix, "optimizer/_iterations/.ATTRIBUTES/VARIABLE_VALUE"))
+
+
 def parse_checkpoint_name(name, folder):
     """The checkpoint prefix `--resume-from` names: `ckpt-N`, `N` or a path ending in ckpt-N."""
     base = os.path.basename(str(name))

@@ -14,7 +14,7 @@ import json
 import os
 import shutil
 
-from config.config import FROM_DATA, DANNConfig
+from config.config import FROM_DATA, DANNConfig, config_changes
 from utils.io import UserError, atomic_write_json
 from utils.runs import FINAL_WEIGHTS, config_file, results_file, run_dirs
 from utils.training.checkpoints import checkpoint_path, checkpoint_problem
@@ -42,10 +42,9 @@ def init_problem(config, run, output_root):
     other = DANNConfig.load(path)
     # A field filled from the data that the other run's config predates (None there) came
     # from the same data: the domains themselves are compared.
-    changed = [f"{name} {getattr(other, name)!r} -> {value!r}"
-               for name, value in config.to_dict().items()
-               if name not in MAY_DIFFER and _shown(getattr(other, name)) != _shown(value)
-               and not (name in FROM_DATA and getattr(other, name) is None)]
+    saved = other.to_dict()
+    changed = config_changes(saved, config.to_dict(), MAY_DIFFER | {
+        name for name in FROM_DATA if saved[name] is None})
     if changed:
         return (f"run {run!r} was trained with other settings ({', '.join(changed)}); only the "
                 "refinement's may differ")
@@ -65,16 +64,14 @@ def init_problem(config, run, output_root):
     return None
 
 
-def _shown(value):
-    return tuple(value) if isinstance(value, (list, tuple)) else value
-
-
 def copy_run(config, run, output_root):
     """Copies `run`'s adaptation phase to `config.run_name` (see the module docstring).
 
-    Each folder is copied to a temporary sibling first and renamed into place, so
-    a crash leaves either no copy or a whole one; the new run's config is written
-    by its own start, after both.
+    Each folder is copied to a temporary sibling first, then its files are renamed
+    into place: a crash while copying leaves no copy, and one during the renames
+    (one per file) part of one, which a rerun refuses as "not empty" and
+    `--overwrite` clears. The new run's config is written by its own start, after
+    both folders, so a part copy is never taken for a run.
     """
     problem = init_problem(config, run, output_root)
     if problem:

@@ -40,35 +40,23 @@ import tensorflow as tf
 from utils.training import precision
 from utils.training.target_entropy import conditional_entropy
 from utils.training.virtual_adversarial import TargetVAT, kl_from_logits
+from utils.training.window_sums import WindowSums
 
 # Adam's beta_1 in DIRT-T's released code (tf.train.AdamOptimizer(lr, 0.5)).
 ADAM_BETA_1 = 0.5
 
 
-class RefinementMetrics(tf.Module):
-    """Running sums of the refinement's terms over the logging window (checkpointed, like
-    the trainer's WindowMetrics, and summed across replicas)."""
+class RefinementMetrics(WindowSums):
+    """The refinement's terms over the logging window (utils/training/window_sums.py)."""
 
     NAMES = ("kl", "entropy", "vat", "agree", "count")
 
     def __init__(self):
-        super().__init__(name="refinement_metrics")
-        self.sums = {name: tf.Variable(0.0, trainable=False, name=name,
-                                       synchronization=tf.VariableSynchronization.ON_READ,
-                                       aggregation=tf.VariableAggregation.SUM)
-                     for name in self.NAMES}
-
-    def update(self, **values):
-        for name, value in values.items():
-            self.sums[name].assign_add(tf.cast(value, tf.float32))
-
-    def reset_state(self):
-        for variable in self.sums.values():
-            variable.assign(0.0)
+        super().__init__("refinement_metrics")
 
     def result(self):
         """The window's means (unweighted terms), or {} for a window without refinement."""
-        sums = {name: float(variable.numpy()) for name, variable in self.sums.items()}
+        sums = self.read()
         if sums["count"] == 0:
             return {}
         return {"loss/refine_kl": sums["kl"] / sums["count"],

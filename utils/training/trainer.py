@@ -22,7 +22,8 @@ from utils.training import precision, schedules
 from utils.data import (hold_out_source_validation, hold_out_target_validation, pixel_mean,
                         seeded_subset_indices)
 from utils.data.domains import evaluation_sets, fill_config, pool_size_problem
-from utils.training.checkpoints import checkpoint_path, checkpoint_problem, discard_after, resume_candidates
+from utils.training.checkpoints import (checkpoint_path, checkpoint_problem, discard_after,
+                                        resume_candidates, saved_objects, saved_step)
 from utils.training.collapse_guard import Collapsed, CollapseGuard, Rollbacks
 from utils.training.distribute import Agreement, create_strategy
 from utils.data.pipeline import make_train_dataset
@@ -35,6 +36,7 @@ from utils.training.refinement import Refinement
 from utils.training.target_entropy import TargetEntropy
 from utils.training.virtual_adversarial import TargetVAT
 from utils.training.weight_average import WeightAverage
+from utils.training.window_sums import WindowMetrics
 
 # Exit status of a run stopped by a signal, as a shell reports it (128 + signal number).
 SIGNAL_EXIT = {signal.SIGINT: 130, signal.SIGTERM: 143}
@@ -52,49 +54,6 @@ class Interrupted(Exception):
         self.exit_status = SIGNAL_EXIT[signum]
 
 
-class WindowMetrics(tf.Module):
-    """Running sums of the training metrics over the current logging window.
-
-    Plain variables rather than Keras metrics so they live in the checkpoint:
-    a run resumed mid-window reports the same window averages as one that was
-    never stopped. Sync-on-read with SUM aggregation, they add up across
-    replicas under tf.distribute.
-    """
-
-    NAMES = ("label_loss", "label_correct", "label_count",
-             "domain_loss", "domain_correct", "domain_count")
-
-    def __init__(self):
-        super().__init__(name="window_metrics")
-        self.sums = {name: tf.Variable(0.0, trainable=False, name=name,
-                                       synchronization=tf.VariableSynchronization.ON_READ,
-                                       aggregation=tf.VariableAggregation.SUM)
-                     for name in self.NAMES}
-
-    def update(self, **values):
-        for name, value in values.items():
-            self.sums[name].assign_add(tf.cast(value, tf.float32))
-
-    def reset_state(self):
-        for variable in self.sums.values():
-            variable.assign(0.0)
-
-    def result(self):
-        """The window's means, or {} for a window without an adaptation update."""
-        sums = {name: float(variable.numpy()) for name, variable in self.sums.items()}
-        if sums["label_count"] == 0 and sums["domain_count"] == 0:
-            return {}
-        label_loss = sums["label_loss"] / max(sums["label_count"], 1.0)
-        domain_loss = sums["domain_loss"] / max(sums["domain_count"], 1.0)
-        return {
-            "loss/label_loss": label_loss,
-            "loss/domain_loss": domain_loss,
-            "loss/total_loss": label_loss + domain_loss,
-            "acc/label_acc": sums["label_correct"] / max(sums["label_count"], 1.0),
-            "acc/domain_acc": sums["domain_correct"] / max(sums["domain_count"], 1.0),
-        }
-
-
 class RunClock(tf.Module):
     """Wall time, timed training time and timed steps of the run so far.
 
@@ -110,6 +69,17 @@ class RunClock(tf.Module):
         """(wall seconds, training seconds, timed steps) as saved."""
         wall, train, steps = self.totals.numpy().tolist()
         return wall, train, int(steps)
+
+
+def _compiled_loop(step_on_batch):
+    """A tf.function running `num_steps` calls of step_on_batch(next(iterator)) in one call:
+    a graph loop, so Python and the per-call overhead are paid once per call rather than
+    once per update."""
+    def steps(iterator, num_steps):
+        for _ in tf.range(num_steps):
+            step_on_batch(next(iterator))
+
+    return tf.function(steps)
 
 
 def _logged_step(line):
@@ -245,9 +215,9 @@ class Trainer:
         self._last_save = time.monotonic()
         # `num_steps` is a tensor, so any count reuses the one trace. One compiled loop
         # per phase: the adaptation's updates, and the refinement's if there is one.
-        self.train_steps = tf.function(self._train_steps)
+        self.train_steps = _compiled_loop(self._train_step_on_batch)
         if self.refinement:
-            self.refine_steps = tf.function(self._refine_steps)
+            self.refine_steps = _compiled_loop(self._refine_step_on_batch)
         self.predict = tf.function(
             self._predict,
             input_signature=[tf.TensorSpec((None,) + tuple(config.input_shape), tf.uint8)])
@@ -457,17 +427,6 @@ class Trainer:
         self.diverged_at.assign(tf.where(tf.logical_or(finite, self.diverged_at >= 0),
                                          self.diverged_at, step))
 
-    def _train_steps(self, iterator, num_steps):
-        """`num_steps` updates in one call: a graph loop, so Python and the
-        per-call overhead are paid once per call rather than once per update."""
-        for _ in tf.range(num_steps):
-            self._train_step_on_batch(next(iterator))
-
-    def _refine_steps(self, iterator, num_steps):
-        """`num_steps` refinement updates in one call, as `_train_steps`."""
-        for _ in tf.range(num_steps):
-            self._refine_step_on_batch(next(iterator))
-
     def _predict(self, images):
         class_logits, domain_logits = self.eval_model(images, training=False)
         return class_logits, domain_logits[:, 0]
@@ -600,10 +559,9 @@ class Trainer:
         """Restores `prefix`, which may lack the state of what it was written without: the
         rollback record (a run that stopped on a collapse, resumed with rollbacks) and the
         refinement (a checkpoint of the adaptation phase, e.g. a finished `improved` run)."""
-        names = {name.split("/", 1)[0] for name, _ in tf.train.list_variables(prefix)}
-        optional = {"rollbacks", "refinement"} - names
+        optional = {"rollbacks", "refinement"} - saved_objects(prefix)
         if "refinement" in optional and self.refinement:
-            step = int(tf.train.load_variable(prefix, "optimizer/_iterations/.ATTRIBUTES/VARIABLE_VALUE"))
+            step = saved_step(prefix)
             if step > self.config.adaptation_steps:
                 raise UserError(f"{prefix} is from step {step}, in the refinement phase, but "
                                 "holds no refinement state; resume from another checkpoint")
