@@ -272,7 +272,7 @@ def main(argv=None):
           + (f"; {task.name} of {task.num_workers} workers"
              + (" (the chief: it writes the run)" if task.is_chief else
                 " (writes nothing to the run; the chief does)") if task else ""))
-    with run_writer(args, config, task) as (lock, output_root, checkpoints_from):
+    with run_writer(args, config, task) as (lock, output_root, resume_root):
         if lock and args.overwrite:
             delete_run(args.output_root, config.run_name, lock)
         if args.init_from:
@@ -285,14 +285,14 @@ def main(argv=None):
             # From here on it is this run's own checkpoint: it resumes from it.
             args.resume = True
         trainer = Trainer(config, source, target, output_root=output_root, strategy=strategy,
-                          checkpoints_from=checkpoints_from)
+                          resume_root=resume_root)
         results = train(trainer, args, collapsed)
     print(json.dumps(results, indent=2))
 
 
 @contextlib.contextmanager
 def run_writer(args, config, task):
-    """Where this process writes: (lock, output root, checkpoints to resume from).
+    """Where this process writes: (lock, output root, output root of the run it resumes).
 
     One writer per run: the run lock refuses a second process before it writes
     anything. In a multi-worker run that writer is the chief; another worker writes
@@ -305,14 +305,14 @@ def run_writer(args, config, task):
             yield lock, args.output_root, None
         return
     # Named with the PID, so that the folder a killed worker left is removed by the next one.
-    prefix = f"dann-{config.run_name}-{task.type}{task.id}-pid"
+    prefix = f"dann-{config.run_name.replace(os.sep, '_')}-{task.type}{task.id}-pid"
     for name in os.listdir(tempfile.gettempdir()):
         pid = name[len(prefix):].split("-", 1)[0]
         if name.startswith(prefix) and pid.isdigit() and not process_alive(int(pid)):
             shutil.rmtree(os.path.join(tempfile.gettempdir(), name), ignore_errors=True)
     scratch = tempfile.mkdtemp(prefix=f"{prefix}{os.getpid()}-")
     try:
-        yield None, scratch, run_dirs(args.output_root, config.run_name)["checkpoints"]
+        yield None, scratch, args.output_root
     finally:
         shutil.rmtree(scratch, ignore_errors=True)
 

@@ -64,6 +64,26 @@ def test_multi_worker_without_tf_config_or_run_name_fails_in_one_line(data_dir, 
     assert os.listdir(tmp_path) == []
 
 
+def test_a_resuming_worker_takes_the_chiefs_rollback_record(tmp_path):
+    from utils.training.collapse_guard import Rollbacks
+
+    chief_logs, worker_logs = tmp_path / "chief", tmp_path / "worker"
+    chief_logs.mkdir()
+    record = [{"collapsed_at": 50, "restored_step": 40, "data_offset": 10}]
+    (chief_logs / "rollbacks.json").write_text(json.dumps(record))
+    rollbacks = Rollbacks(3, str(worker_logs))
+    rollbacks.count.assign(1)
+    rollbacks.data_offset.assign(10)
+    rollbacks.adopt(str(chief_logs))
+    rollbacks.sync(45)  # without the chief's record, sync would zero both
+    assert (int(rollbacks.count.numpy()), int(rollbacks.data_offset.numpy())) == (1, 10)
+    assert json.loads((worker_logs / "rollbacks.json").read_text()) == record
+    # A chief without a record: the worker's stale one goes.
+    (chief_logs / "rollbacks.json").unlink()
+    rollbacks.adopt(str(chief_logs))
+    assert not (worker_logs / "rollbacks.json").exists()
+
+
 # -- two workers on this machine -------------------------------------------------------------
 
 def free_ports(count):
@@ -79,7 +99,7 @@ def free_ports(count):
 RUN_FLAGS = ["--recipe", "default", "--epochs", "1", "--steps-per-epoch", "200",
              "--batch-size", "16", "--eval-batch-size", "64", "--target-val-size", "32",
              "--log-every-steps", "50", "--checkpoint-every-steps", "100", "--no-progress",
-             "--tensorboard-extras", "false", "--collapse-probe-size", "0"]
+             "--tensorboard-extras", "false"]
 
 
 def start_workers(data_dir, output_root, scratch, extra=(), ports=None):
@@ -123,9 +143,10 @@ def final_weights(output_root, run):
 
 
 def run_files(output_root):
-    return sorted(os.path.relpath(os.path.join(folder, name), output_root)
-                  for folder, _, names in os.walk(output_root) for name in names
-                  if "events.out" not in name)
+    """The run's files, each event file as "<folder>/events" (their names hold host and time)."""
+    return sorted(os.path.relpath(os.path.join(folder, "events" if "events.out" in name else name),
+                                  output_root)
+                  for folder, _, names in os.walk(output_root) for name in names)
 
 
 @pytest.mark.slow  # about 50 s: two TensorFlow processes and a single-process reference
@@ -166,7 +187,10 @@ def wait_for(path, process, timeout=240):
 def test_a_stopped_chief_stops_every_worker_and_a_killed_worker_leaves_a_resumable_run(
         data_dir, tmp_path):
     output_root, scratch = tmp_path / "run", tmp_path / "scratch"
-    flags = ["--steps-per-epoch", "600"]
+    # Wall-time checkpoints every 0.3 s (agreed by the workers, or they would hang) and the
+    # collapse guard at every validation point (its verdict agreed too).
+    flags = ["--steps-per-epoch", "600", "--checkpoint-every-seconds", "0.3",
+             "--eval-every-steps", "100"]
     checkpoints = output_root / "checkpoints" / "mw"
     # SIGINT reaches the chief alone: the workers agree to stop at the same step, both
     # save it (only the chief's copy is kept) and exit as stopped.

@@ -177,6 +177,9 @@ def main(argv=None):
 
     from utils.training.trainer import Trainer
 
+    if config.strategy == "multi_worker":
+        # Replayed on this one process: the same updates, within float rounding.
+        config.strategy = "default"
     keras.utils.set_random_seed(config.seed)
     if config.deterministic:
         tf.config.experimental.enable_op_determinism()

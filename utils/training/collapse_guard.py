@@ -39,6 +39,7 @@ large language-model runs do (Chowdhery et al., "PaLM", 2022, Sec. 5.1).
 """
 import json
 import os
+import shutil
 
 import keras
 import numpy as np
@@ -115,6 +116,18 @@ class Rollbacks(tf.Module):
             self.data_offset.assign(kept[-1]["data_offset"] if kept else 0)
         if kept != every:
             atomic_write_json(self.path, kept)
+
+    def adopt(self, log_dir):
+        """Takes the record that `log_dir` holds as this run's own (a multi-worker run's
+        worker, resuming: utils/training/distribute.py); nothing when it is this one."""
+        source = os.path.join(log_dir, "rollbacks.json")
+        if os.path.abspath(source) == os.path.abspath(self.path):
+            return
+        if os.path.exists(source):
+            os.makedirs(os.path.dirname(self.path), exist_ok=True)
+            shutil.copyfile(source, self.path)
+        elif os.path.exists(self.path):
+            os.remove(self.path)
 
     def refusal(self, collapse):
         """Why this collapse cannot be rolled back (None when it can)."""

@@ -22,8 +22,11 @@ copy is kept). A resumed worker reads the chief's checkpoints.
 Everything that decides the control flow must be the same in every worker, or one
 of them would wait forever in a collective the others never start: the NaN flag is
 summed across replicas in the step; the wish to stop (SIGINT/SIGTERM reaches one
-process) and a checkpoint due by wall time are agreed by `agree()` after each call
-of the compiled loop.
+process), a checkpoint due by wall time (after each call of the compiled loop and
+at each validation point) and the collapse guard's verdict are agreed by `agree()`.
+The rest follows from the weights and the step, which all workers share. Not
+agreed: failures before the workers first meet (bad data on one host, say), which
+leave the others waiting for it.
 """
 import json
 import os

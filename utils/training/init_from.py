@@ -67,11 +67,12 @@ def init_problem(config, run, output_root):
 def copy_run(config, run, output_root):
     """Copies `run`'s adaptation phase to `config.run_name` (see the module docstring).
 
-    Each folder is copied to a temporary sibling first, then its files are renamed
-    into place: a crash while copying leaves no copy, and one during the renames
-    (one per file) part of one, which a rerun refuses as "not empty" and
-    `--overwrite` clears. The new run's config is written by its own start, after
-    both folders, so a part copy is never taken for a run.
+    Each folder in turn is copied to a temporary sibling, then its files are
+    renamed into place. A crash leaves at most part of a copy (logs/ without
+    checkpoints/, say), which a rerun refuses as "not empty" and `--overwrite`
+    clears; a leftover temporary sibling is removed by the next copy. The new
+    run's config is written by its own start, after both folders, so a part copy
+    is never taken for a finished start.
     """
     problem = init_problem(config, run, output_root)
     if problem:

@@ -104,16 +104,19 @@ class Trainer:
     come from the source (the target in `target_only` mode), unlabelled ones
     from the other domain; domain label 0 is the source and 1 the target.
 
-    `checkpoints_from` is the folder a resume reads checkpoints from when it is not
-    the run's own: a multi-worker run's worker writes to a temporary folder but
-    resumes from the chief's checkpoints (utils/training/distribute.py).
+    `resume_root` is the output root of the run a resume reads (its checkpoints and
+    rollback record) when it is not `output_root`: a multi-worker run's worker writes
+    to a temporary folder but resumes from the chief's run (utils/training/distribute.py).
     """
 
     def __init__(self, config, source, target, output_root=".", strategy=None,
-                 checkpoints_from=None):
+                 resume_root=None):
         self.config = fill_config(config, source, target)
         self.dirs = run_dirs(output_root, config.run_name)
-        self.checkpoints_from = checkpoints_from or self.dirs["checkpoints"]
+        self.resume_dirs = run_dirs(resume_root, config.run_name) if resume_root else self.dirs
+        self.checkpoints_from = self.resume_dirs["checkpoints"]
+        # The checkpoint a resume restored (the chief's, in a worker).
+        self._restored = None
         self.strategy = strategy or create_strategy(config.strategy)
         # Stop and wall-time checkpoint decisions, made the same in every worker.
         self.agree = Agreement(self.strategy)
@@ -502,16 +505,24 @@ class Trainer:
     def _check_finite(self):
         diverged_at = int(self.diverged_at.numpy())
         if diverged_at >= 0:
-            last = self.manager.latest_checkpoint or "none (no checkpoint was written yet)"
+            last = self._last_good_checkpoint() or "none (no checkpoint was written yet)"
             raise Diverged(f"loss or gradient became NaN/Inf at step {diverged_at}; training "
                            f"stopped and no update from that step was applied; last good "
                            f"checkpoint: {last}. Try a lower --learning-rate.")
 
     def _check_collapse(self):
         """Raises Collapsed when the guard finds the label classifier dead (utils/training/collapse_guard.py)."""
-        what = self.collapse_guard.diagnosis() if self.collapse_guard else None
-        if what:
-            raise Collapsed(self.step, what, self.manager.latest_checkpoint)
+        if not self.collapse_guard:
+            return
+        what = self.collapse_guard.diagnosis()
+        # Agreed, so that a diagnosis near a threshold cannot stop one worker alone.
+        if self.agree(what is not None)[0]:
+            raise Collapsed(self.step, what or "another worker's collapse guard fired",
+                            self._last_good_checkpoint())
+
+    def _last_good_checkpoint(self):
+        """The newest checkpoint this run wrote, or else the one it resumed from."""
+        return self.manager.latest_checkpoint or self._restored
 
     def _run_totals(self):
         """(wall seconds, training seconds, timed steps) of the whole run up to now."""
@@ -551,7 +562,10 @@ class Trainer:
             break
         discard_after(folder, self.step)
         self.manager = self._checkpoint_manager()
+        self._restored = restored
         if self.rollbacks:
+            # A worker's own folder is new: the run's record of rollbacks is the chief's.
+            self.rollbacks.adopt(self.resume_dirs["logs"])
             self.rollbacks.sync(self.step)
         return restored
 
@@ -608,7 +622,7 @@ class Trainer:
             if restored:
                 print(f"resuming from {restored} at step {self.step}", flush=True)
             else:
-                print(f"no intact checkpoint in {self.dirs['checkpoints']}: starting run "
+                print(f"no intact checkpoint in {self.checkpoints_from}: starting run "
                       f"{config.run_name!r} from step 0", flush=True)
             self._forget_after(self.step)
             if collapsed is not None:
@@ -695,7 +709,9 @@ class Trainer:
             if step == stop_at:
                 if step % config.eval_every_steps == 0 or step == config.total_steps or phase_end:
                     validation = self._validate(writers, whole=step == config.total_steps or phase_end)
-                if step % config.steps_per_epoch == 0 or self._checkpoint_due(step) or phase_end:
+                # A checkpoint due by wall time is agreed: every worker must save it.
+                if (step % config.steps_per_epoch == 0 or phase_end
+                        or self.agree(self._checkpoint_due(step))[0]):
                     self.save_checkpoint()
             if stopping and step < config.total_steps:
                 if self.manager.latest_checkpoint != checkpoint_path(self.dirs["checkpoints"],
