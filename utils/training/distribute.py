@@ -9,7 +9,8 @@ Three `--strategy` values, each an existing tf.distribute engine:
   (`tf.distribute.MultiWorkerMirroredStrategy`), configured by the standard
   `TF_CONFIG` environment variable. The global batch is split evenly across the
   workers, as `mirrored` splits it across devices, so a run's updates are those of
-  one process with the same global batch.
+  one process with the same global batch, up to rounding (a sum of per-replica
+  gradients), which training amplifies as it does `mirrored`'s (README).
 
 In a multi-worker run only the chief (task `chief`, or `worker` 0 when the cluster
 has none) writes the run: its event files, log.txt, results, config, checkpoints

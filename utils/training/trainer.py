@@ -709,9 +709,7 @@ class Trainer:
             if step == stop_at:
                 if step % config.eval_every_steps == 0 or step == config.total_steps or phase_end:
                     validation = self._validate(writers, whole=step == config.total_steps or phase_end)
-                # A checkpoint due by wall time is agreed: every worker must save it.
-                if (step % config.steps_per_epoch == 0 or phase_end
-                        or self.agree(self._checkpoint_due(step))[0]):
+                if step % config.steps_per_epoch == 0 or phase_end or self._checkpoint_due(step):
                     self.save_checkpoint()
             if stopping and step < config.total_steps:
                 if self.manager.latest_checkpoint != checkpoint_path(self.dirs["checkpoints"],
@@ -769,13 +767,13 @@ class Trainer:
         with open(os.path.join(self.dirs["logs"], "log.txt"), "a") as log:
             log.write(line + "\n")
 
-    def _stopping(self, stop_signal, *also):
-        """Whether to stop (a signal reached this or any other worker), then `also`'s flags,
-        agreed by all workers. A worker stopped by another's signal stops as by SIGTERM."""
-        stopping, *agreed = self.agree(bool(stop_signal), *also)
+    def _stopping(self, stop_signal):
+        """Whether to stop: a signal reached this or any other worker (agreed by all). A
+        worker stopped by another's signal stops as by SIGTERM."""
+        (stopping,) = self.agree(bool(stop_signal))
         if stopping and not stop_signal:
             stop_signal.append(signal.SIGTERM)
-        return (stopping, *agreed) if also else stopping
+        return stopping
 
     def _train_until(self, last_step, iterator, writers, stop_signal, bar):
         """Runs updates up to `last_step`, or until a stop signal arrives.
@@ -807,20 +805,21 @@ class Trainer:
                 self._log_training_window(writers["train"], step)
             # The caller checkpoints `last_step` itself, after its validation: a kill
             # between the two must not leave a checkpoint whose validation is missing.
-            # Both decisions are agreed: every worker must save at the same steps.
-            stopping, due = self._stopping(stop_signal,
-                                           step < last_step and self._checkpoint_due(step))
-            if due:
+            if step < last_step and self._checkpoint_due(step):
                 self.save_checkpoint()
+            stopping = self._stopping(stop_signal)
         self._check_finite()
         if timed_from is None:
             return 0.0, 0, stopping
         return time.perf_counter() - timed_from[0], self.step - timed_from[1], stopping
 
     def _checkpoint_due(self, step):
-        """Every `checkpoint_every_steps`, and once `checkpoint_every_seconds` have passed."""
-        return (step % self.config.checkpoint_every_steps == 0
-                or time.monotonic() - self._last_save >= self.config.checkpoint_every_seconds)
+        """Every `checkpoint_every_steps`, and once `checkpoint_every_seconds` have passed:
+        that is agreed by all workers, whose clocks differ, as every worker must save it."""
+        if step % self.config.checkpoint_every_steps == 0:
+            return True
+        return self.agree(time.monotonic() - self._last_save
+                          >= self.config.checkpoint_every_seconds)[0]
 
     def _log_training_window(self, writer, step):
         """Writes the running means of the window that ends at `step`, then starts a new one
