@@ -99,3 +99,33 @@ def test_benchmark_reports_every_figure(data_dir, capsys):
                   "fair floor (compiled loop)", "project vs fair floor (10 updates per call)",
                   "input pipeline alone", "project vs reference", "project vs minimal step", "CPU:"):
         assert label in out
+
+
+def test_paired_ratio_cancels_drift_between_rounds():
+    # The machine slows down by half in the last round: both loops of that round are slower,
+    # the per-round ratio is unchanged, while a ratio of medians would move.
+    project, floor = [1.1, 1.1, 2.2], [1.0, 1.0, 2.0]
+    assert benchmark.paired_ratio(project, floor) == pytest.approx((1.1, 1.1, 1.1))
+    median, lowest, highest = benchmark.paired_ratio([1.0, 3.0, 1.2], [1.0, 2.0, 1.0])
+    assert (median, lowest, highest) == pytest.approx((1.2, 1.0, 1.5))
+
+
+def test_benchmark_times_only_the_loops_asked_for(data_dir, capsys):
+    benchmark.main(["--data-dir", data_dir, "--rounds", "2", "--project-steps", "3",
+                    "--loops", "floor,project"])
+    out = capsys.readouterr().out
+    assert "project (real training loop)" in out and "fair floor (compiled loop)" in out
+    assert "median of the 2 rounds' ratios" in out
+    for absent in ("reference eager loop", "minimal compiled step", "project vs reference",
+                   "project vs minimal step"):
+        assert absent not in out
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["--loops", "floor"], "project among them"),
+    (["--loops", "project,fast"], "out of project, minimal, floor, reference"),
+    (["--loops", "project,minimal", "--precisions", "float32,mixed_bfloat16"], "add floor"),
+])
+def test_benchmark_refuses_bad_loops(argv, message):
+    with pytest.raises(UserError, match=message):
+        benchmark.parse_args(argv)

@@ -1,7 +1,7 @@
 """Throughput of the DANN training loop against a minimal step and an eager reference.
 
-    python -m utils.benchmark [--data-dir model_data/dataset] [--rounds 3] [--recipe paper]
-        [--batch-size 16] [--precisions float32,mixed_bfloat16]
+    python -m utils.benchmark [--data-dir model_data/dataset] [--rounds 5] [--recipe paper]
+        [--batch-size 16] [--precisions float32,mixed_bfloat16] [--loops project,floor]
 
 Times, in one process and with the three loops alternating round by round:
   * `project`: the project's real training loop (Trainer._train_until): the
@@ -23,7 +23,7 @@ and once each: the input pipeline alone, and a full `create_mnistm.py` build
 (when --mnist-path and --bsds-path are given). With several --precisions, the
 project and floor loops of each precision (utils/training/precision.py)
 alternate in the same rounds, and a table gives each one's speed-up over the
-first.
+first. Ratios between loops are medians of per-round ratios (`paired_ratio`).
 
     python -m utils.benchmark --decode-folder model_data/folders/mnist
 
@@ -127,9 +127,12 @@ def make_minimal_step(trainer):
     return minimal_step, minimal_loop, optimizer
 
 
-def training_loops(trainer, project_steps, reference_steps, with_reference=True):
-    """{loop name: (call, updates per call)} of the project, minimal, floor and (optionally)
-    reference loops on `trainer`."""
+LOOPS = ("project", "minimal", "floor", "reference")
+
+
+def training_loops(trainer, project_steps, reference_steps, names=LOOPS):
+    """{loop name: (call, updates per call)} of the loops in `names` (out of LOOPS) on
+    `trainer`."""
     import tensorflow as tf
     from tqdm import tqdm
 
@@ -165,20 +168,19 @@ def training_loops(trainer, project_steps, reference_steps, with_reference=True)
 
     loops = {"project": (project_steps_call, project_steps),
              "minimal": (minimal_steps_call, project_steps),
-             "floor": (floor_steps_call, project_steps)}
-    if with_reference:
-        loops["reference"] = (reference_steps_call, reference_steps)
-    return loops
+             "floor": (floor_steps_call, project_steps),
+             "reference": (reference_steps_call, reference_steps)}
+    return {name: loops[name] for name in names}
 
 
-def benchmark_training(trainers, rounds, project_steps, reference_steps):
-    """{(precision, loop): ms/step} for every trainer (one per precision, in order) and loop,
-    the loops of all precisions alternating round by round; medians over rounds. The
-    reference loop is timed for the first precision only."""
+def benchmark_training(trainers, rounds, project_steps, reference_steps, names=LOOPS):
+    """{(precision, loop): [ms/step of each round]} for every trainer (one per precision, in
+    order) and loop in `names`, the loops of all precisions alternating round by round. The
+    minimal and reference loops are timed for the first precision only."""
     loops = {}
     for index, (precision, trainer) in enumerate(trainers.items()):
-        for name, loop in training_loops(trainer, project_steps, reference_steps,
-                                         with_reference=index == 0).items():
+        kept = [name for name in names if index == 0 or name in ("project", "floor")]
+        for name, loop in training_loops(trainer, project_steps, reference_steps, kept).items():
             loops[(precision, name)] = loop
     for call, _ in loops.values():
         call()  # trace and warm up every loop before timing
@@ -186,7 +188,17 @@ def benchmark_training(trainers, rounds, project_steps, reference_steps):
     for _ in range(rounds):
         for key, (call, steps) in loops.items():
             times[key].append(1000 * _seconds_per_call(call, 1) / steps)
-    return {key: statistics.median(values) for key, values in times.items()}
+    return times
+
+
+def paired_ratio(numerators, denominators):
+    """(median, lowest, highest) of the per-round ratios of two loops timed in the same rounds.
+
+    The machine's speed drifts between rounds (other tenants, clocks): a ratio taken within
+    each round, its loops seconds apart, cancels that drift, which a ratio of the two
+    medians does not."""
+    ratios = [a / b for a, b in zip(numerators, denominators)]
+    return statistics.median(ratios), min(ratios), max(ratios)
 
 
 def make_plain_batches(trainer):
@@ -228,7 +240,11 @@ def parse_args(argv=None):
     parser.add_argument("--precisions", default="float32",
                         help="comma-separated --precision values to time side by side, rounds "
                              "alternating, e.g. float32,mixed_bfloat16 (default: %(default)s)")
-    parser.add_argument("--rounds", type=int, default=3,
+    parser.add_argument("--loops", default=",".join(LOOPS),
+                        help="comma-separated loops to time, out of " + ", ".join(LOOPS) +
+                             "; e.g. project,floor for many short rounds of the overhead ratio "
+                             "alone (default: all)")
+    parser.add_argument("--rounds", type=int, default=5,
                         help="alternating rounds of the three loops (default: %(default)s)")
     parser.add_argument("--project-steps", type=int, default=300,
                         help="project and minimal steps per round (default: %(default)s)")
@@ -251,6 +267,15 @@ def parse_args(argv=None):
     if unknown or not args.precisions or len(set(args.precisions)) < len(args.precisions):
         raise UserError(f"--precisions {','.join(args.precisions)}: give distinct names out of "
                         f"{', '.join(PRECISIONS)}, e.g. float32,mixed_bfloat16")
+    args.loops = [name.strip() for name in args.loops.split(",") if name.strip()]
+    if (not set(args.loops) <= set(LOOPS) or "project" not in args.loops
+            or len(set(args.loops)) < len(args.loops)):
+        raise UserError(f"--loops {','.join(args.loops)}: give distinct names out of "
+                        f"{', '.join(LOOPS)}, project among them, e.g. project,floor")
+    args.loops = [name for name in LOOPS if name in args.loops]
+    if len(args.precisions) > 1 and "floor" not in args.loops:
+        raise UserError("--precisions with several values compares project and floor loops: "
+                        "add floor to --loops")
     return args
 
 
@@ -339,8 +364,10 @@ def main(argv=None):
         trainers = {precision: Trainer(configs[precision], source, target,
                                        output_root=os.path.join(output_root, precision))
                     for precision in args.precisions}
-        times = benchmark_training(trainers, args.rounds, args.project_steps, args.reference_steps)
+        rounds = benchmark_training(trainers, args.rounds, args.project_steps, args.reference_steps,
+                                    args.loops)
         pipeline_ms = benchmark_pipeline(trainers[args.precisions[0]], 10 * args.project_steps)
+    times = {key: statistics.median(values) for key, values in rounds.items()}
     ms = {name: value for (precision, name), value in times.items()
           if precision == args.precisions[0]}
     images = config.batch_size
@@ -351,20 +378,29 @@ def main(argv=None):
                         ("minimal", "minimal compiled step"),
                         ("floor", "fair floor (compiled loop)"),
                         ("reference", "reference eager loop")):
-        print(f"{label:<34}{ms[name]:>10.2f}{1000 * images / ms[name]:>12.0f}")
+        if name in ms:
+            print(f"{label:<34}{ms[name]:>10.2f}{1000 * images / ms[name]:>12.0f}")
     print(f"{'input pipeline alone (per batch)':<34}{pipeline_ms:>10.2f}")
-    print(f"project vs minimal step: {ms['project'] / ms['minimal']:.3f}x")
-    print(f"project vs fair floor ({config.steps_per_call} updates per call): "
-          f"{ms['project'] / ms['floor']:.3f}x")
-    print(f"project vs reference: {ms['reference'] / ms['project']:.2f}x faster")
+    if "minimal" in ms:
+        print(f"project vs minimal step: {ms['project'] / ms['minimal']:.3f}x")
+    if "floor" in ms:
+        ratio, lowest, highest = paired_ratio(rounds[(args.precisions[0], "project")],
+                                              rounds[(args.precisions[0], "floor")])
+        print(f"project vs fair floor ({config.steps_per_call} updates per call): {ratio:.3f}x "
+              f"(median of the {args.rounds} rounds' ratios, {lowest:.3f}-{highest:.3f})")
+    if "reference" in ms:
+        print(f"project vs reference: {ms['reference'] / ms['project']:.2f}x faster")
     if len(args.precisions) > 1:
-        print(f"\nprecision (rounds alternating; speed-up: {args.precisions[0]}'s project "
-              "loop / this one's)")
+        print(f"\nprecision (rounds alternating; vs floor and speed-up: medians of per-round "
+              f"ratios; speed-up: {args.precisions[0]}'s project loop / this one's)")
         print(f"{'precision':<18}{'project ms':>12}{'floor ms':>10}{'vs floor':>10}{'speed-up':>10}")
         for precision in args.precisions:
             project, floor = times[(precision, "project")], times[(precision, "floor")]
-            print(f"{precision:<18}{project:>12.2f}{floor:>10.2f}{project / floor:>9.3f}x"
-                  f"{ms['project'] / project:>9.3f}x")
+            vs_floor = paired_ratio(rounds[(precision, "project")], rounds[(precision, "floor")])[0]
+            speed_up = paired_ratio(rounds[(args.precisions[0], "project")],
+                                    rounds[(precision, "project")])[0]
+            print(f"{precision:<18}{project:>12.2f}{floor:>10.2f}{vs_floor:>9.3f}x"
+                  f"{speed_up:>9.3f}x")
     if build_seconds is not None:
         print(f"create_mnistm.py full build: {build_seconds:.2f} s")
 
