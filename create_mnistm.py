@@ -21,6 +21,11 @@ import urllib.request
 import zipfile
 import zlib
 
+try:
+    import fcntl
+except ImportError:  # Windows: no flock, builds are not serialised
+    fcntl = None
+
 import cv2
 import numpy as np
 
@@ -277,8 +282,39 @@ def write_pickle(path, data):
                         "or choose another --out-dir, then run the command again") from None
 
 
+@contextlib.contextmanager
+def build_lock(out_dir):
+    """One build of the pickles in `out_dir` at a time: a second one (another worker of a
+    multi-worker run on a shared --data-dir, say) waits for the first.
+
+    An advisory flock on the folder itself: the kernel releases it when its holder exits,
+    even by kill -9, so a stale lock cannot exist, and it leaves no file behind. Where the
+    file system has no flock, builds are not serialised (as before).
+    """
+    if fcntl is None:
+        yield
+        return
+    handle = os.open(out_dir, os.O_RDONLY)
+    try:
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            print(f"another process is building the pickles in {out_dir}; waiting for it",
+                  flush=True)
+            fcntl.flock(handle, fcntl.LOCK_EX)
+        except OSError:
+            pass
+        yield
+    finally:
+        os.close(handle)  # releases the lock
+
+
+def pickles_present(out_dir):
+    return all(os.path.exists(os.path.join(out_dir, sub)) for sub in (MNIST_PICKLE, MNIST_M_PICKLE))
+
+
 def build_pickles(out_dir, mnist_path=None, bsds_path=None, seed=DEFAULT_SEED,
-                  source_dir=DEFAULT_DATA_DIR):
+                  source_dir=DEFAULT_DATA_DIR, unless_built=False):
     """Finds the inputs (flags, then `source_dir`, then the Keras cache or a
     download), builds MNIST and MNIST-M and writes both pickles under `out_dir`.
 
@@ -287,13 +323,15 @@ def build_pickles(out_dir, mnist_path=None, bsds_path=None, seed=DEFAULT_SEED,
     created up front (a bad --out-dir fails before any work), and removed
     again if the build fails, so a failure leaves no empty MNIST/ and MNIST_M/
     behind (issue 10). SIGINT and SIGTERM leave no temporary file, and a
-    build removes those of an earlier build that was killed (issue 19).
+    build removes those of an earlier build that was killed (issue 19). Builds into
+    one folder take turns (`build_lock`); with `unless_built`, one that finds the
+    pickles written by the build it waited for does not build them again.
     """
     with _sigterm_as_exit():
-        _build_pickles(out_dir, mnist_path, bsds_path, seed, source_dir)
+        _build_pickles(out_dir, mnist_path, bsds_path, seed, source_dir, unless_built)
 
 
-def _build_pickles(out_dir, mnist_path, bsds_path, seed, source_dir):
+def _build_pickles(out_dir, mnist_path, bsds_path, seed, source_dir, unless_built):
     folders = [out_dir] + [os.path.dirname(os.path.join(out_dir, sub))
                            for sub in (MNIST_PICKLE, MNIST_M_PICKLE)]
     created = []  # every folder this call makes, parents before children
@@ -305,16 +343,21 @@ def _build_pickles(out_dir, mnist_path, bsds_path, seed, source_dir):
                 parent = os.path.dirname(parent)
             ensure_writable_dir(folder)
             created.extend(missing)
-        remove_stale_temporaries(out_dir)
-        backgrounds = load_bsds_backgrounds(resolve_bsds(bsds_path, source_dir))
-        mnist, mnist_m = build(resolve_mnist(mnist_path, source_dir), backgrounds, seed)
-        for name, data, sub in (("MNIST", mnist, MNIST_PICKLE),
-                                ("MNIST-M", mnist_m, MNIST_M_PICKLE)):
-            path = os.path.join(out_dir, sub)
-            write_pickle(path, data)
-            mean = pixel_mean(data["train"])
-            print(f"{name}: train {data['train'].shape}, val {data['val'].shape}, "
-                  f"pixel mean (RGB, train) {[round(float(v), 4) for v in mean]} -> {path}")
+        with build_lock(out_dir):
+            if unless_built and pickles_present(out_dir):
+                print(f"the pickles in {out_dir} were built meanwhile by another process")
+                return
+            # Under the lock, any temporary file is a dead build's, never a live one's.
+            remove_stale_temporaries(out_dir)
+            backgrounds = load_bsds_backgrounds(resolve_bsds(bsds_path, source_dir))
+            mnist, mnist_m = build(resolve_mnist(mnist_path, source_dir), backgrounds, seed)
+            for name, data, sub in (("MNIST", mnist, MNIST_PICKLE),
+                                    ("MNIST-M", mnist_m, MNIST_M_PICKLE)):
+                path = os.path.join(out_dir, sub)
+                write_pickle(path, data)
+                mean = pixel_mean(data["train"])
+                print(f"{name}: train {data['train'].shape}, val {data['val'].shape}, "
+                      f"pixel mean (RGB, train) {[round(float(v), 4) for v in mean]} -> {path}")
     except BaseException:
         for folder in reversed(created):
             try:

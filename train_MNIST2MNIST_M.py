@@ -132,7 +132,8 @@ def ensure_pickles(data_dir, mnist_path=None, bsds_path=None, resume=False):
                         f"(`python create_mnistm.py --out-dir {data_dir}`)")
     print(f"no pickles in {data_dir}; building MNIST-M first (as `python create_mnistm.py "
           f"--out-dir {data_dir}` does)", flush=True)
-    create_mnistm.build_pickles(data_dir, mnist_path, bsds_path)
+    # Several workers on a shared --data-dir take turns; the later ones find them built.
+    create_mnistm.build_pickles(data_dir, mnist_path, bsds_path, unless_built=True)
 
 
 def finished_results(output_root, run_name):

@@ -352,3 +352,87 @@ def test_full_disk_while_building_the_pickles_is_one_line(tmp_path, monkeypatch,
                             "mnist_data.pkl failed: No space left on device", "MiB free",
                             "it needs about")
     assert status == 2 and not (tmp_path / "data").exists()
+
+
+def _hold_build_lock(folder):
+    """A process holding `folder`'s build lock as a live build does; returns it once it holds it."""
+    holder = subprocess.Popen(
+        [sys.executable, "-c", "import fcntl, os, sys, time\n"
+         "fd = os.open(sys.argv[1], os.O_RDONLY); fcntl.flock(fd, fcntl.LOCK_EX)\n"
+         "print('locked', flush=True); time.sleep(120)", str(folder)],
+        stdout=subprocess.PIPE, text=True)
+    assert holder.stdout.readline().strip() == "locked"
+    return holder
+
+
+def _build_in_thread(out, mnist_path, bsds_path, unless_built):
+    import threading
+
+    import create_mnistm
+
+    errors = []
+
+    def build():
+        try:
+            create_mnistm.build_pickles(str(out), mnist_path, bsds_path, unless_built=unless_built)
+        except BaseException as error:  # noqa: BLE001 -- reported by the test
+            errors.append(error)
+
+    thread = threading.Thread(target=build, daemon=True)
+    thread.start()
+    return thread, errors
+
+
+def test_builds_into_one_folder_take_turns_and_a_killed_holder_frees_the_folder(tmp_path, capsys):
+    """Two builders of one --data-dir (workers on a shared folder): the second waits, and does
+    not delete the first one's temporary file as a dead build's; kill -9 of the first
+    releases the folder at once (the kernel drops its flock)."""
+    from tests.conftest import write_builder_inputs
+    from utils.data import MNIST_M_PICKLE, MNIST_PICKLE
+
+    mnist_path, bsds_path = write_builder_inputs(str(tmp_path))
+    out = tmp_path / "data"
+    (out / "MNIST").mkdir(parents=True)
+    live = out / "MNIST" / ".tmp-live01mnist_data.pkl"
+    live.write_bytes(b"a live build is writing this")
+    holder = _hold_build_lock(out)
+    try:
+        thread, errors = _build_in_thread(out, mnist_path, bsds_path, unless_built=True)
+        thread.join(1.0)
+        assert thread.is_alive(), "the second build did not wait for the first"
+        assert live.exists(), "the waiting build deleted a live build's temporary file"
+    finally:
+        holder.kill()  # kill -9: the lock goes with the process
+        holder.wait()
+    thread.join(60)
+    assert not thread.is_alive() and errors == []
+    out_text = capsys.readouterr().out
+    assert f"another process is building the pickles in {out}; waiting for it" in out_text
+    assert "left by an interrupted build" in out_text  # the dead holder's file, now stale
+    assert sorted(os.listdir(out / "MNIST")) == [os.path.basename(MNIST_PICKLE)]
+    assert sorted(os.listdir(out / "MNIST_M")) == [os.path.basename(MNIST_M_PICKLE)]
+
+
+def test_a_build_that_waited_finds_the_pickles_built_and_leaves_them(tmp_path, capsys):
+    from tests.conftest import write_builder_inputs
+    from utils.data import MNIST_M_PICKLE, MNIST_PICKLE
+
+    mnist_path, bsds_path = write_builder_inputs(str(tmp_path))
+    out = tmp_path / "data"
+    out.mkdir()
+    holder = _hold_build_lock(out)
+    try:
+        thread, errors = _build_in_thread(out, mnist_path, bsds_path, unless_built=True)
+        thread.join(1.0)
+        assert thread.is_alive()
+        # The first build finishes: its pickles appear, then it exits.
+        for sub in (MNIST_PICKLE, MNIST_M_PICKLE):
+            (out / sub).parent.mkdir(exist_ok=True)
+            (out / sub).write_bytes(b"the first build's pickle")
+    finally:
+        holder.kill()
+        holder.wait()
+    thread.join(60)
+    assert not thread.is_alive() and errors == []
+    assert "were built meanwhile by another process" in capsys.readouterr().out
+    assert (out / MNIST_PICKLE).read_bytes() == b"the first build's pickle"
