@@ -23,7 +23,8 @@ and once each: the input pipeline alone, and a full `create_mnistm.py` build
 (when --mnist-path and --bsds-path are given). With several --precisions, the
 project and floor loops of each precision (utils/training/precision.py)
 alternate in the same rounds, and a table gives each one's speed-up over the
-first. Ratios between loops are medians of per-round ratios (`paired_ratio`).
+first. The ratios to the fair floor and the speed-ups are medians of per-round ratios
+(`paired_ratio`); the other two ratios are of the loops' medians.
 
     python -m utils.benchmark --decode-folder model_data/folders/mnist
 
@@ -245,7 +246,7 @@ def parse_args(argv=None):
                              "; e.g. project,floor for many short rounds of the overhead ratio "
                              "alone (default: all)")
     parser.add_argument("--rounds", type=int, default=5,
-                        help="alternating rounds of the three loops (default: %(default)s)")
+                        help="alternating rounds of the loops (default: %(default)s)")
     parser.add_argument("--project-steps", type=int, default=300,
                         help="project and minimal steps per round (default: %(default)s)")
     parser.add_argument("--reference-steps", type=int, default=40,
