@@ -21,6 +21,7 @@ import contextlib
 import json
 import os
 import shutil
+import re
 import sys
 import tempfile
 import time
@@ -190,6 +191,8 @@ def delete_run(output_root, run_name, lock):
 
 def _op_error_cause(message):
     """What a TensorFlow op error says went wrong, without its graph trace (node, file lines)."""
+    # Without the "{{function_node ...}}" prefix naming the op's graph function.
+    message = re.sub(r"^\{\{[^}]*\}\}\s*", "", message)
     lines = [line.strip() for line in message.splitlines()
              if line.strip() and not line[:1].isspace()
              and not line.startswith(("Graph execution error", "Detected at node", "[[", "File "))]
@@ -209,6 +212,24 @@ def main(argv=None):
     args = parse_args(argv)
     config = resolve_config(args)
     task = cluster_task(config, args)
+    try:
+        prepared = prepare_run(args, config, task)
+    except UserError:
+        if task:
+            # The other workers wait for this one to meet them: meet them and go, so that
+            # they learn it has gone instead of waiting for ever.
+            from utils.training.distribute import meet_and_leave
+
+            meet_and_leave()
+        raise
+    if prepared:
+        start_run(args, config, task, *prepared)
+
+
+def prepare_run(args, config, task):
+    """Everything before TensorFlow: the finished-run check, the output folder, the data and
+    the starting run. Returns (source, target, collapse to resume), or None when there is
+    nothing to train; bad input is a UserError here, in a second."""
     results_path = finished_results(args.output_root, config.run_name) if args.resume else None
     collapsed = None
     if results_path:
@@ -229,7 +250,7 @@ def main(argv=None):
                      else "is already finished")
             print(f"run {config.run_name!r} {state} ({results_path}); nothing to resume. "
                   "Start a new run with another --run-name to train again.")
-            return
+            return None
     # Bad data or an unwritable output folder should fail in a second, not
     # after the TensorFlow import and model build.
     if task is None or task.is_chief:
@@ -256,7 +277,11 @@ def main(argv=None):
         if problem:
             raise UserError(f"cannot start run {config.run_name!r} from run {args.init_from!r}: "
                             f"{problem}")
+    return source, target, collapsed
 
+
+def start_run(args, config, task, source, target, collapsed):
+    """The strategy, the run's writer and the Trainer, then training (`train`)."""
     import keras
     import tensorflow as tf
 
@@ -285,8 +310,17 @@ def main(argv=None):
                   f"{config.refine_steps} refinement steps", flush=True)
             # From here on it is this run's own checkpoint: it resumes from it.
             args.resume = True
-        trainer = Trainer(config, source, target, output_root=output_root, strategy=strategy,
-                          resume_root=resume_root)
+        try:
+            trainer = Trainer(config, source, target, output_root=output_root,
+                              strategy=strategy, resume_root=resume_root)
+        except tf.errors.OpError as error:
+            if not is_peer_failure(error, config):
+                raise
+            # A worker failed before the workers met (see meet_and_leave).
+            raise UserError(f"a worker of the cluster stopped before training began "
+                            f"({type(error).__name__}: {_op_error_cause(error.message)}); "
+                            "nothing was trained. See that worker's error, then start every "
+                            "worker again") from None
         results = train(trainer, args, collapsed)
     print(json.dumps(results, indent=2))
 
@@ -318,6 +352,16 @@ def run_writer(args, config, task):
         shutil.rmtree(scratch, ignore_errors=True)
 
 
+def is_peer_failure(error, config):
+    """Whether a TensorFlow error is what the collectives raise when another worker died or
+    cannot be reached."""
+    import tensorflow as tf
+
+    return config.strategy == "multi_worker" and isinstance(
+        error, (tf.errors.UnavailableError, tf.errors.DeadlineExceededError,
+                tf.errors.CancelledError, tf.errors.AbortedError))
+
+
 def train(trainer, args, collapsed=None):
     """fit() with every way it can stop turned into one line and the shell's exit status."""
     import tensorflow as tf
@@ -347,10 +391,7 @@ def train(trainer, args, collapsed=None):
     except (OSError, tf.errors.OpError) as error:
         if isinstance(error, tf.errors.OpError) and not any(
                 text in str(error) for text in WRITE_FAILURES):
-            # What the collectives raise when another worker died or cannot be reached.
-            peer_failures = (tf.errors.UnavailableError, tf.errors.DeadlineExceededError,
-                             tf.errors.CancelledError, tf.errors.AbortedError)
-            if config.strategy == "multi_worker" and isinstance(error, peer_failures):
+            if is_peer_failure(error, config):
                 latest = trainer.manager.latest_checkpoint
                 # Named in the run's own folder: a worker's copy was temporary.
                 latest = (os.path.join(trainer.checkpoints_from, os.path.basename(latest))

@@ -223,3 +223,32 @@ def test_a_stopped_chief_stops_every_worker_and_a_killed_worker_leaves_a_resumab
     # The folder the killed worker left was removed when it started again (TensorFlow's own
     # autograph files, which a kill leaves too, are not the run's).
     assert [name for name in os.listdir(scratch / "1") if name.startswith("dann-")] == []
+
+
+@pytest.mark.slow  # about 30 s each
+@pytest.mark.parametrize("failing", [1, 0])
+def test_a_worker_that_fails_before_the_workers_meet_stops_the_others(data_dir, tmp_path,
+                                                                       failing):
+    """Bad data on one host (here a missing --source): that worker fails in one line, and
+    the others, which wait for it to join, stop in one line too instead of waiting for
+    ever; nothing of the run is written."""
+    ports, output_root = free_ports(2), tmp_path / "run"
+    processes = []
+    for index in range(2):
+        extra = ["--source", str(tmp_path / "missing")] if index == failing else []
+        env = dict(os.environ, TF_CONFIG=tf_config(ports, index), CUDA_VISIBLE_DEVICES="")
+        processes.append(subprocess.Popen(
+            [sys.executable, TRAIN_SCRIPT, "--strategy", "multi_worker", "--run-name", "mw",
+             "--data-dir", data_dir, "--output-root", str(output_root), *RUN_FLAGS, *extra],
+            cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True))
+    outputs = wait_all(processes, timeout=180)
+    status, _, err = outputs[failing]
+    assert status == 2 and "Traceback" not in err, err[-3000:]
+    assert [line for line in err.splitlines() if line.startswith("error:")] == [
+        next(line for line in err.splitlines() if "no such folder or .npz file" in line)]
+    status, _, err = outputs[1 - failing]
+    errors = [line for line in err.splitlines() if line.startswith("error:")]
+    assert status != 0 and "Traceback" not in err, err[-3000:]
+    assert len(errors) == 1 and "a worker of the cluster stopped" in errors[0], err[-3000:]
+    assert not (output_root / "checkpoints" / "mw").exists()
+    assert not (output_root / "logs" / "mw").exists()

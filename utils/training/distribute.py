@@ -25,9 +25,10 @@ of them would wait forever in a collective the others never start: the NaN flag 
 summed across replicas in the step; the wish to stop (SIGINT/SIGTERM reaches one
 process), a checkpoint due by wall time (after each call of the compiled loop and
 at each validation point) and the collapse guard's verdict are agreed by `agree()`.
-The rest follows from the weights and the step, which all workers share. Not
-agreed: failures before the workers first meet (bad data on one host, say), which
-leave the others waiting for it.
+The rest follows from the weights and the step, which all workers share. A worker
+that fails before the workers first meet (bad data on one host, say) meets them
+before it exits (`meet_and_leave`), so the others see a peer failure rather than
+wait for it for ever.
 """
 import json
 import os
@@ -90,6 +91,21 @@ def create_strategy(name):
         devices = tf.config.list_logical_devices("GPU") or tf.config.list_logical_devices("CPU")
         return tf.distribute.MirroredStrategy([device.name for device in devices])
     return tf.distribute.get_strategy()
+
+
+def meet_and_leave(timeout_seconds=60.0):
+    """For a worker that fails before the workers have met (bad data on its host, say).
+
+    The others wait in MultiWorkerMirroredStrategy() until every worker has joined, with
+    no limit. Joining (for at most `timeout_seconds`) before exiting turns this worker's
+    failure into one the cluster sees: its heartbeats stop, and the others' collectives
+    fail with a peer failure (train_MNIST2MNIST_M.py names it in one line).
+    """
+    import threading
+
+    joining = threading.Thread(target=create_strategy, args=("multi_worker",), daemon=True)
+    joining.start()
+    joining.join(timeout_seconds)
 
 
 def is_multi_worker(strategy):
