@@ -310,6 +310,7 @@ def build_lock(out_dir):
 
 
 def pickles_present(out_dir):
+    """Whether both pickles are in `out_dir` (written atomically: present means whole)."""
     return all(os.path.exists(os.path.join(out_dir, sub)) for sub in (MNIST_PICKLE, MNIST_M_PICKLE))
 
 
