@@ -20,8 +20,8 @@ files: utils/data/domains.py.
 import contextlib
 import json
 import os
-import shutil
 import re
+import shutil
 import sys
 import tempfile
 import time
@@ -392,7 +392,7 @@ def train(trainer, args, collapsed=None):
         if isinstance(error, tf.errors.OpError) and not any(
                 text in str(error) for text in WRITE_FAILURES):
             if is_peer_failure(error, config):
-                latest = trainer.manager.latest_checkpoint
+                latest = trainer.last_good_checkpoint()
                 # Named in the run's own folder: a worker's copy was temporary.
                 latest = (os.path.join(trainer.checkpoints_from, os.path.basename(latest))
                           if latest else "none yet")

@@ -505,7 +505,7 @@ class Trainer:
     def _check_finite(self):
         diverged_at = int(self.diverged_at.numpy())
         if diverged_at >= 0:
-            last = self._last_good_checkpoint() or "none (no checkpoint was written yet)"
+            last = self.last_good_checkpoint() or "none (no checkpoint was written yet)"
             raise Diverged(f"loss or gradient became NaN/Inf at step {diverged_at}; training "
                            f"stopped and no update from that step was applied; last good "
                            f"checkpoint: {last}. Try a lower --learning-rate.")
@@ -518,9 +518,9 @@ class Trainer:
         # Agreed, so that a diagnosis near a threshold cannot stop one worker alone.
         if self.agree(what is not None)[0]:
             raise Collapsed(self.step, what or "another worker's collapse guard fired",
-                            self._last_good_checkpoint())
+                            self.last_good_checkpoint())
 
-    def _last_good_checkpoint(self):
+    def last_good_checkpoint(self):
         """The newest checkpoint this run wrote, or else the one it resumed from."""
         return self.manager.latest_checkpoint or self._restored
 
