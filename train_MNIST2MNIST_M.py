@@ -286,7 +286,7 @@ def start_run(args, config, task, source, target, collapsed):
     import tensorflow as tf
 
     from utils.training.distribute import create_strategy
-    from utils.training.trainer import Trainer
+    from utils.training.loop import Trainer
 
     # Before any other TensorFlow op: MultiWorkerMirroredStrategy sets up the collective ops.
     strategy = create_strategy(config.strategy)
@@ -367,7 +367,7 @@ def train(trainer, args, collapsed=None):
     import tensorflow as tf
 
     from utils.training.collapse_guard import Collapsed
-    from utils.training.trainer import Diverged, Interrupted
+    from utils.training.loop import Diverged, Interrupted
 
     config = trainer.config
     resume_command = (f"python train_MNIST2MNIST_M.py --run-name {config.run_name} --resume"

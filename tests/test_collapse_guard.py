@@ -9,7 +9,7 @@ import pytest
 import train_MNIST2MNIST_M
 from tests.conftest import SMALL_VAL_SIZE, assert_one_line_failure
 from utils.training.collapse_guard import CollapseGuard
-from utils.training.trainer import Trainer
+from utils.training.loop import Trainer
 
 
 def kill_layer(layer):

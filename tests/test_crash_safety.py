@@ -62,7 +62,7 @@ def assert_each_step_once(log_dir, total_steps):
 @pytest.mark.slow  # 10-20 s: kept out of the default suite for its 5-minute budget
 def test_run_with_no_checkpoint_resumes_from_step_0_and_logs_each_step_once(data_dir, tmp_path,
                                                                               capsys, monkeypatch):
-    from utils.training.trainer import Trainer
+    from utils.training.loop import Trainer
 
     # A run killed before its first checkpoint: config and logs written, no ckpt-N.
     original = Trainer.save_checkpoint
@@ -176,7 +176,7 @@ def test_resume_from_a_chosen_checkpoint_and_refuse_a_damaged_one(finished_run, 
 
 
 def test_full_disk_is_one_line_exit_2_and_the_run_resumes(data_dir, tmp_path, capsys, monkeypatch):
-    from utils.training.trainer import Trainer
+    from utils.training.loop import Trainer
 
     original = Trainer.save_checkpoint
 

@@ -21,7 +21,7 @@ tf.config.experimental.enable_op_determinism()
 
 from config.config import DANNConfig
 from utils.data import builtin_domains
-from utils.training.trainer import Trainer
+from utils.training.loop import Trainer
 
 data_dir, output_root = sys.argv[1], sys.argv[2]
 source, target = builtin_domains(data_dir)

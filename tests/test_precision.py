@@ -7,7 +7,7 @@ import pytest
 from tests.test_training import tiny_config
 from utils.data import builtin_domains
 from utils.io import UserError
-from utils.training.trainer import Trainer
+from utils.training.loop import Trainer
 
 
 def test_mixed_bfloat16_computes_in_16_bits_and_keeps_float32_state(data_dir, tmp_path):

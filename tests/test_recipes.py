@@ -15,7 +15,7 @@ from utils.data import builtin_domains, hold_out_target_validation
 from utils.io import UserError
 from utils.summaries import read_scalars
 from utils.training.target_entropy import TargetEntropy, conditional_entropy
-from utils.training.trainer import Trainer
+from utils.training.loop import Trainer
 from utils.training.virtual_adversarial import TargetVAT, kl_from_logits, virtual_adversarial_perturbation
 from utils.training.weight_average import WeightAverage
 

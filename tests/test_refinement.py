@@ -17,7 +17,7 @@ from tests.test_training import tiny_config
 from utils.data import builtin_domains
 from utils.io import UserError
 from utils.summaries import read_scalars
-from utils.training.trainer import Trainer
+from utils.training.loop import Trainer
 
 ADAPTATION, REFINE, INTERVAL = 6, 4, 3
 REFINE_TAGS = {"loss/refine_kl", "loss/refine_entropy", "loss/refine_vat", "acc/teacher_agreement"}

@@ -185,7 +185,7 @@ def test_divergence_stops_cleanly_and_last_good_checkpoint_loads(data_dir, tmp_p
     import train_MNIST2MNIST_M
     from config.config import DANNConfig
     from utils.data import builtin_domains
-    from utils.training.trainer import Trainer
+    from utils.training.loop import Trainer
 
     # In-process, to spare one TensorFlow import: the script handles divergence
     # inside main() itself, so the exit status and stderr are the shell's.

@@ -10,7 +10,7 @@ from tests.conftest import SMALL_VAL_SIZE
 from config.config import DANNConfig
 from utils.data import builtin_domains
 from utils.summaries import read_scalars
-from utils.training.trainer import Trainer
+from utils.training.loop import Trainer
 
 EPOCH_TAGS = {"loss/label_loss", "loss/domain_loss", "loss/total_loss", "acc/label_acc",
               "acc/domain_acc"}

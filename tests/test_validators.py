@@ -112,7 +112,7 @@ def small_config(data_dir, name, **overrides):
 
 
 def test_trainer_says_when_the_source_split_is_capped(data_dir, tmp_path, capsys):
-    from utils.training.trainer import Trainer
+    from utils.training.loop import Trainer
 
     source, target = builtin_domains(data_dir)
     Trainer(small_config(data_dir, "capped", source_val_size=1000), source, target,
@@ -124,7 +124,7 @@ def test_trainer_says_when_the_source_split_is_capped(data_dir, tmp_path, capsys
 @pytest.fixture(scope="module")
 def trained(data_dir, tmp_path_factory):
     """A finished 20-step DANN run with a validation point every 10 steps."""
-    from utils.training.trainer import Trainer
+    from utils.training.loop import Trainer
 
     root = str(tmp_path_factory.mktemp("validator_runs"))
     trainer = Trainer(small_config(data_dir, "dann"), *builtin_domains(data_dir),
@@ -217,7 +217,7 @@ def test_validators_and_selection_never_read_the_mnist_m_test_set(data_dir, tmp_
     """Honesty: training with validators and picking checkpoints run with the MNIST-M test
     images and labels replaced by objects that raise on any read. Only the trainer's
     report-only test evaluation (stubbed here) reads them; select's picks load no data."""
-    from utils.training.trainer import Trainer
+    from utils.training.loop import Trainer
 
     import dataclasses
 

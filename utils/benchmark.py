@@ -348,7 +348,7 @@ def main(argv=None):
     from config.config import DANNConfig
     from config.recipes import recipe_fields
     from utils.data import load_run_domains
-    from utils.training.trainer import Trainer
+    from utils.training.loop import Trainer
 
     build_seconds = (benchmark_build(args.mnist_path, args.bsds_path)
                      if args.mnist_path and args.bsds_path else None)

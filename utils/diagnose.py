@@ -175,7 +175,7 @@ def main(argv=None):
     import keras
     import tensorflow as tf
 
-    from utils.training.trainer import Trainer
+    from utils.training.loop import Trainer
 
     if config.strategy == "multi_worker":
         # Replayed on this one process: the same updates, within float rounding.

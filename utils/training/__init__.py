@@ -1,6 +1,6 @@
 """The training loop and what plugs into it.
 
-    trainer.py              the DANN loop: one compiled train step, evaluation, checkpoints
+    loop.py                 the DANN loop: one compiled train step, evaluation, checkpoints
     schedules.py            the learning-rate and GRL lambda schedules (Sec. 5.2.2)
     checkpoints.py          which checkpoints are intact, which to resume from
     run_lock.py             one writer per run
