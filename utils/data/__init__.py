@@ -9,7 +9,7 @@ tf.data training input.
 
 Only the first four are imported here (NumPy only); the pipeline needs TensorFlow.
 """
-from utils.data.builtin import (MNIST_M_PICKLE, MNIST_PICKLE, builtin_domains, load_mnist_and_mnistm,
+from utils.data.builtin import (DATA_DIR, MNIST_M_PICKLE, MNIST_PICKLE, builtin_domains, load_mnist_and_mnistm,
                                 load_pickle_domain, rebuild_hint, safe_load_pickle,
                                 validate_domain)
 from utils.data.domains import Domain, load_run_domains

@@ -7,6 +7,8 @@ import numpy as np
 
 from utils.io import UserError
 
+# Where the built-in pickles are looked for and built when --data-dir is not given.
+DATA_DIR = os.path.join("model_data", "dataset")
 SPLITS = ("train", "val")
 MNIST_PICKLE = os.path.join("MNIST", "mnist_data.pkl")
 MNIST_M_PICKLE = os.path.join("MNIST_M", "mnist_m_data.pkl")
