@@ -272,6 +272,22 @@ def test_docs_commands_name_modules_that_exist():
                 f"{os.path.relpath(page, ROOT)}: {module}"
 
 
+def test_readme_and_docs_name_files_that_exist():
+    # A path quoted as code, e.g. `utils/training/refinement.py`: a rename must carry the docs.
+    # A bare file name (`recipes.py`) is looked for anywhere in the repository.
+    names = set()
+    for _, folders, files in os.walk(ROOT):
+        folders[:] = [name for name in folders if not name.startswith(".")]  # .git, .venv
+        names.update(files)
+    problems = []
+    for page in [README] + DOC_PAGES:
+        for path in re.findall(r"`((?:[\w.-]+/)*[\w.-]+\.py)(?:::\w+)?`", read(page)):
+            exists = os.path.exists(os.path.join(ROOT, path)) if "/" in path else path in names
+            if not exists:
+                problems.append(f"{os.path.relpath(page, ROOT)}: {path}")
+    assert not problems, "\n".join(problems)
+
+
 def seed_rows():
     with open(SEEDS_TABLE, newline="", encoding="utf-8") as handle:
         return list(csv.DictReader(handle))
