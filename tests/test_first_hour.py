@@ -1,7 +1,10 @@
-"""Issue 10, a newcomer's first hour: one command trains from the raw inputs, a finished
-run is never overwritten, run folders stay inside the output root, the BSDS500 mirror's
-.zip is found again, image/samples.png is drawn, and a CPU run prints no CUDA noise."""
+"""A newcomer's first hour: the README's quick start comes first and runs CI's commands (in
+English and Chinese alike), one command trains from the raw inputs, a finished run is never
+overwritten, run folders stay inside the output root, the BSDS500 mirror's .zip is found
+again, image/samples.png is drawn, and a CPU run prints no CUDA noise."""
 import os
+import re
+import shutil
 import subprocess
 import sys
 
@@ -12,13 +15,100 @@ import create_mnistm
 from config.config import DANNConfig
 from tests.conftest import ROOT, assert_one_line_failure, png_size, run_script, \
     write_builder_inputs
+from tests.test_docs import code_blocks, read, section, shell_commands
 from utils import samples
 from utils.data import MNIST_M_PICKLE, MNIST_PICKLE, load_mnist_and_mnistm
 
 TRAIN_SCRIPT = "train_MNIST2MNIST_M.py"
-# The lines a CPU-only machine printed on every command before issue 10.
+# The lines a CPU-only machine printed on every command before utils/__init__.py filtered
+# TensorFlow's start-up notices.
 NOISE = ("cuInit", "CUDA error", "absl::InitializeLog", "Could not find cuda drivers",
          "Traceback")
+
+
+README = os.path.join(ROOT, "README.md")
+# Flags that only change what pip prints, not what it installs.
+QUIET_FLAGS = {"--quiet", "-q", "--disable-pip-version-check"}
+
+
+def essence(words):
+    """A python command without its interpreter and pip's output-only flags: the same
+    essence is the same command in .ci/run, the Makefile and the README."""
+    assert re.search(r"python(3\.11)?$", words[0]), words
+    rest = words[1:]
+    if rest[:3] == ["-m", "pip", "install"]:
+        rest = [word for word in rest if word not in QUIET_FLAGS]
+    return " ".join(rest)
+
+
+def ci_commands():
+    return [essence(line.split()) for line in read(os.path.join(ROOT, ".ci", "run")).splitlines()
+            if line.startswith("python")]
+
+
+def make_recipes():
+    """{target: [command essence, ...]} of the Makefile's python recipe lines."""
+    recipes, target = {}, None
+    for line in read(os.path.join(ROOT, "Makefile")).splitlines():
+        match = re.match(r"^([^\s:#][^:=]*):(?!=)", line)
+        if match:
+            target = match.group(1).strip()
+        elif line.startswith("\t") and "python" in line.split()[0]:
+            recipes.setdefault(target, []).append(essence(line.split()))
+    return recipes
+
+
+def quick_start():
+    """The README from its title to the end of the quick start (its first ### subsection)."""
+    text = read(README)
+    return text[:text.index("### ", text.index("## Quick start"))]
+
+
+def quick_start_commands(text):
+    return [" ".join(command) for _, lines in code_blocks(text)
+            for command in shell_commands(lines)]
+
+
+def test_quick_start_comes_within_the_first_80_lines():
+    head = "\n".join(read(README).splitlines()[:80])
+    for needed in ("## Quick start", "make train ", "make test ", "--steps-per-epoch 50",
+                   "**Where the results go.**", "### What a run writes"):
+        assert needed in head, needed
+
+
+def test_quick_start_runs_the_commands_ci_runs():
+    ci, recipes = ci_commands(), make_recipes()
+    install, default_suite, slow_suite = ci
+    assert install == "-m pip install -r requirements.txt"
+    assert default_suite == "-m pytest -q tests" and slow_suite == "-m pytest -q -m slow tests"
+    # make train and make test install what CI installs, then run what CI runs.
+    assert recipes["$(VENV)/.installed"][-1] == install
+    assert recipes["test"] == [default_suite] and recipes["test-slow"] == [slow_suite]
+    assert recipes["train"] == ["train_MNIST2MNIST_M.py $(ARGS)"]
+    commands = quick_start_commands(quick_start())
+    assert commands[:2] == ["make train", "make test"]
+    by_hand = [essence(command.split()) for command in commands
+               if command.startswith((".venv/bin/python", "python3.11"))]
+    assert by_hand == ["-m venv .venv", install, "train_MNIST2MNIST_M.py", default_suite]
+
+
+def test_chinese_quick_start_has_the_same_times_and_commands():
+    english, chinese = quick_start(), section(read(README), "中文快速上手")
+    assert quick_start_commands(english) == quick_start_commands(chinese)
+    english_minutes = re.findall(r"(\d+(?:\.\d+)?) minutes?\b", english)
+    chinese_minutes = re.findall(r"(\d+(?:\.\d+)?) 分钟", chinese)
+    assert english_minutes and sorted(english_minutes) == sorted(chinese_minutes)
+
+
+@pytest.mark.skipif(shutil.which("make") is None, reason="make is not installed")
+def test_make_without_python_3_11_is_one_line_and_sets_nothing_up(tmp_path):
+    completed = subprocess.run(["make", "-C", ROOT, "setup", f"PYTHON={tmp_path / 'python3.11'}",
+                                f"VENV={tmp_path / 'venv'}"], capture_output=True, text=True,
+                               timeout=60)
+    assert completed.returncode != 0
+    errors = [line for line in completed.stderr.splitlines() if line.startswith("error:")]
+    assert len(errors) == 1 and "not found; install Python 3.11" in errors[0], completed.stderr
+    assert not (tmp_path / "venv").exists()
 
 
 def two_step_flags(data_dir, output_root, run_name):
