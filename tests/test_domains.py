@@ -206,6 +206,9 @@ def run_fails(tmp_path, capsys, argv, *fragments):
 BAD_DOMAINS = {
     "missing folder": (lambda root, good: ["--source", str(root / "nowhere"), "--target", good],
                        ["--source", "no such folder or .npz file"]),
+    "file that is not a .npz": (lambda root, good: [
+        "--source", str((root / "notes.txt").write_text("x") and root / "notes.txt"),
+        "--target", good], ["--source", "notes.txt is a file but not a .npz"]),
     "empty folder": (lambda root, good: [
         "--source", str(os.makedirs(root / "empty") or root / "empty"), "--target", good],
         ["holds no images"]),
@@ -356,3 +359,27 @@ def test_unlabelled_npz_target_and_the_tools_on_a_run_without_target_labels(
     out = capsys.readouterr().out
     assert "target accuracy (unlabelled.npz test)  n/a" in out
     assert "the target has no labels: no target accuracy" in out
+
+
+def test_a_new_format_is_one_module_and_one_registry_entry(data_dir, folders, monkeypatch):
+    """A format is detect, probe and load (utils/data/formats.py); registered, it serves every
+    role a SPEC names, and the checks between domains apply to it as to the others."""
+    from utils.data import formats
+    from utils.data.domain import Domain
+
+    def load(spec, flag, shape, resize, data_dir=None, num_classes=None):
+        _, value, labelled = spec.split(":")
+        images = np.full((16, *shape), int(value), np.uint8)
+        return Domain(spec, "constant", tuple("0123456789"), images,
+                      np.arange(16) % 10 if labelled == "labelled" else None)
+
+    monkeypatch.setitem(formats.FORMATS, "constant", formats.Format(
+        detect=lambda spec: spec.startswith("constant:"), probe=lambda *args: ((28, 28), 1),
+        load=load))
+    source, target = load_run_domains(config_for(data_dir, source="constant:7:labelled",
+                                                 target=str(folders / "mnist_m")))
+    assert source.shape == target.shape == (28, 28, 3)  # colour wins, judged on each domain
+    assert source.title == "constant" and (source.train == 7).all()
+    with pytest.raises(UserError, match=r"--source constant:7:unlabelled has no labels"):
+        load_run_domains(config_for(data_dir, source="constant:7:unlabelled",
+                                    target=str(folders / "mnist_m")))

@@ -43,7 +43,7 @@ def image_paths(paths):
             found += images
             skipped += others
         elif os.path.isfile(path):
-            if not domain_files._is_image(path):
+            if not domain_files.is_image(path):
                 raise UserError(f"{path} is not an image file ({', '.join(domain_files.IMAGE_EXTENSIONS)})")
             found.append(path)
         else:
