@@ -169,26 +169,6 @@ def test_mixed_sizes_need_input_shape_and_are_then_resized_as_keras_does(data_di
     np.testing.assert_array_equal(loaded.train[-1], expected.astype(np.uint8))
 
 
-def test_the_paper_networks_and_the_default_by_input_size(data_dir, tmp_path):
-    from model import NETWORKS, build_dann, default_network, get_network
-
-    assert [default_network((s, s, 3)) for s in (28, 32, 40, 64)] == ["mnist", "svhn", "gtsrb",
-                                                                      "gtsrb"]
-    svhn = build_dann((32, 32, 3), 5, network="svhn")
-    assert [layer.name for layer in svhn.feature_extractor.layers if "conv" in layer.name] == [
-        "conv1", "conv2", "conv3"]
-    assert [svhn.label_classifier.get_layer(f"fc{i}").units for i in (1, 2)] == [3072, 2048]
-    assert [svhn.domain_classifier.get_layer(f"fc{i}").units for i in (1, 2)] == [1024, 1024]
-    gtsrb = build_dann((40, 40, 3), 43, network="gtsrb")
-    assert gtsrb.feature_extractor.output.shape[-1] == 2 * 2 * 256
-    assert [gtsrb.feature_extractor.get_layer(f"conv{i}").filters for i in (1, 2, 3)] == [96, 144, 256]
-    assert gtsrb.label_classifier.get_layer("fc1").units == 512
-    assert NETWORKS["mnist"].min_input_size() == 16
-    with pytest.raises(UserError, match=r"--input-shape 20,20,3 is too small for --network gtsrb, "
-                                        r"which needs at least 32x32"):
-        get_network("gtsrb", (20, 20, 3))
-
-
 def run_fails(tmp_path, capsys, argv, *fragments):
     """In process: the train script raises one UserError naming `fragments`, writes no run."""
     with pytest.raises(UserError) as error:

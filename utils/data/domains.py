@@ -142,7 +142,16 @@ def fill_config(config, source, target):
     config.input_shape, config.class_names, config.num_classes = shape, names, len(names)
     if config.network is None:
         config.network = default_network(shape)
-    get_network(config.network, shape)  # an input too small for it is refused here
+    try:
+        network = get_network(config.network)
+    except ValueError as error:  # the model's own words: "unknown network ..."
+        raise UserError(str(error)) from None
+    if not network.fits(shape):
+        need = network.min_input_size()
+        raise UserError(f"--input-shape {','.join(map(str, shape))} is too small for "
+                        f"--network {config.network}, which needs at least {need}x{need} images; "
+                        f"pass a larger --input-shape (e.g. {need},{need},{shape[2]}) or another "
+                        "--network")
     return config
 
 
