@@ -39,7 +39,7 @@ import os
 import numpy as np
 
 from utils.io import ArgumentParser, UserError, atomic_save, ensure_writable_dir, run_main
-from utils.runs import FINAL_WEIGHTS, config_file, run_dirs
+from utils.runs import FINAL_WEIGHTS, add_output_root_argument, config_file, run_dirs
 
 ORIGINAL_PIXEL_MEAN = 45.652287
 ROOT_GROUP = "model_weights"
@@ -66,8 +66,8 @@ def parse_args(argv=None):
     parser.add_argument("--pixel-mean", type=float, default=ORIGINAL_PIXEL_MEAN,
                         help="the original's scalar pixel mean on the 0-255 scale "
                              f"(default: {ORIGINAL_PIXEL_MEAN}, from its saved config.txt)")
-    parser.add_argument("--output-root", default=".",
-                        help="folder that gets config/<run>/ and checkpoints/<run>/ (default: .)")
+    add_output_root_argument(parser, "folder that gets config/<run>/ and checkpoints/<run>/ "
+                                     "(default: .)")
     parser.add_argument("--data-dir", default="model_data/dataset",
                         help="dataset folder recorded in the run's config, where the analysis "
                              "tools find the test sets (default: model_data/dataset)")

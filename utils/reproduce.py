@@ -31,7 +31,7 @@ import time
 
 from utils.benchmark import cpu_model
 from utils.io import ArgumentParser, UserError, atomic_write_json, atomic_write_text, run_main
-from utils.runs import config_file, results_file
+from utils.runs import add_output_root_argument, config_file, results_file
 
 MODES = ("source_only", "dann", "target_only")
 # MNIST -> MNIST-M, MNIST-M test accuracy, as published.
@@ -361,8 +361,7 @@ def parse_args(argv=None):
                         help="modes to train (default: all three)")
     parser.add_argument("--data-dir", default=os.path.join("model_data", "dataset"),
                         help="folder holding the pickles (default: %(default)s)")
-    parser.add_argument("--output-root", default=".",
-                        help="folder holding logs/, checkpoints/ and config/ (default: %(default)s)")
+    add_output_root_argument(parser)
     args, extra_flags = parser.parse_known_args(argv)
     # Flags this tool sets for every run may not be passed through: `--seed 5` would
     # silently override the seed of every run (and argparse would not call it an error).

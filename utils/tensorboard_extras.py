@@ -35,7 +35,9 @@ import time
 
 import numpy as np
 
-from utils.io import ArgumentParser, atomic_write_bytes, atomic_write_text, run_main
+from utils.io import ArgumentParser, UserError, atomic_write_bytes, atomic_write_text, run_main
+from utils.runs import (add_output_root_argument, add_run_argument, find_run, load_test_sets,
+                        results_file, run_dirs)
 
 PROJECTOR_FOLDER = "projector"
 SPRITE_LIMIT = 8192  # TensorBoard's largest sprite side, in pixels
@@ -277,15 +279,15 @@ def write_extras(log_dir, config, results, model, test_sets, command, num=2000, 
     return time.perf_counter() - started
 
 
-def write_final_figures(run, output_root, log_dir, test_sets):
-    """For a run trained elsewhere (imported from the original repository): its
-    final weights evaluated on the whole test sets (utils.evaluate), written as
-    the validation scalars HParams reads, at step 0. Returns the evaluation."""
+def write_final_figures(run, log_dir, test_sets):
+    """For a run trained elsewhere (imported from the original repository): the final
+    weights of `run` (a utils.runs.Run) evaluated on the whole test sets (utils.evaluate),
+    written as the validation scalars HParams reads, at step 0. Returns the evaluation."""
     import tensorflow as tf
 
     from utils.evaluate import evaluate_run
 
-    evaluation = evaluate_run(run, test_sets, output_root)
+    evaluation = evaluate_run(run, test_sets)
     figures = {"acc/source_label_acc": evaluation["source_accuracy"],
                "acc/label_acc": evaluation["target_accuracy"],
                "acc/domain_acc": evaluation.get("domain_classifier_accuracy", {}).get("both")}
@@ -301,31 +303,27 @@ def write_final_figures(run, output_root, log_dir, test_sets):
 
 def parse_args(argv=None):
     parser = ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--run", required=True, help="finished run, as given to --run-name")
-    parser.add_argument("--output-root", default=".",
-                        help="folder holding logs/, checkpoints/ and config/ (default: .)")
+    add_run_argument(parser, "finished run, as given to --run-name")
+    add_output_root_argument(parser)
     parser.add_argument("--data-dir", help="dataset folder (default: the one in the run's config)")
     return parser.parse_args(argv)
 
 
 def main(argv=None):
-    from utils.io import UserError
-    from utils.runs import find_run, load_run, load_test_sets, results_file, run_dirs
-
     args = parse_args(argv)
-    find_run(args.run, args.output_root)
+    run = find_run(args.run, args.output_root)
     path = results_file(args.run, args.output_root)
     results = {}
     if os.path.exists(path):
         with open(path) as handle:
             results = json.load(handle)
-    config, dann = load_run(args.run, args.output_root)
+    config, dann = run.config, run.load_model()
     source, target = load_test_sets(config, args.data_dir)
     if source[0] is None:
         raise UserError(f"run {args.run!r} has no source test images")
     log_dir = run_dirs(args.output_root, args.run)["logs"]
     if not glob.glob(os.path.join(log_dir, "validation", "events.out.tfevents.*")):
-        results = write_final_figures(args.run, args.output_root, log_dir, (source, target))
+        results = write_final_figures(run, log_dir, (source, target))
     seconds = write_extras(log_dir, config, results, dann.model,
                            (source, target if target[0] is not None else None),
                            command="(written afterwards by python -m utils.tensorboard_extras)")
