@@ -1,4 +1,5 @@
-"""Your own domains (issue 18): image folders and .npz files as source, target and target test."""
+"""Your own domains: image folders, .npz files and any registered format as source, target and
+target test."""
 import json
 import os
 

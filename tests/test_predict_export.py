@@ -1,4 +1,4 @@
-"""utils.predict and utils.export (issue 18): classify files, and a SavedModel that agrees."""
+"""utils.predict and utils.export: classify files, and a SavedModel that agrees."""
 import csv
 import os
 

@@ -30,6 +30,7 @@ import sys
 import time
 
 from utils.benchmark import cpu_model
+from utils.data import DATA_DIR
 from utils.io import ArgumentParser, UserError, atomic_write_json, atomic_write_text, run_main
 from utils.runs import add_output_root_argument, config_file, results_file
 
@@ -359,7 +360,7 @@ def parse_args(argv=None):
                         help="number of seeds, run as 0, 1, ... (default: %(default)s)")
     parser.add_argument("--modes", nargs="+", choices=MODES, default=list(MODES),
                         help="modes to train (default: all three)")
-    parser.add_argument("--data-dir", default=os.path.join("model_data", "dataset"),
+    parser.add_argument("--data-dir", default=DATA_DIR,
                         help="folder holding the pickles (default: %(default)s)")
     add_output_root_argument(parser)
     args, extra_flags = parser.parse_known_args(argv)

@@ -2,8 +2,9 @@
 
     python -m utils.tensorboard_extras --run <run>     # for a run trained before they existed
 
-A run writes these once, at its end (issue 21), into logs/<run>/ itself, the
-TensorBoard run that holds train/, validation/ and hyperparameter/:
+A run writes these once, at its end (never per step, so they cost no training
+time), into logs/<run>/ itself, the TensorBoard run that holds train/,
+validation/ and hyperparameter/:
 
   * HParams (`tensorboard.plugins.hparams.api`): the run's settings (recipe,
     mode, seed, batch, updates, input norm, recipe components, data) as one
@@ -44,9 +45,10 @@ SPRITE_LIMIT = 8192  # TensorBoard's largest sprite side, in pixels
 GRID_IMAGES = 64
 
 
-# The columns the HParams dashboard shows (issue 21): what tells runs apart,
-# i.e. recipe, mode, seed, data, batch, updates, input norm and the recipe
-# components. Every other field is in the session too, and in Text's run/config.
+# The columns the HParams dashboard shows: what tells runs apart (recipe,
+# mode, seed, data, batch, updates, input norm and the recipe components), so
+# that a table of many runs stays readable. Every other field is in the
+# session too, and in Text's run/config.
 SHOWN_HPARAMS = ("recipe", "mode", "seed", "source", "target", "network", "input_norm",
                  "batch_size", "updates", "learning_rate", "domain_loss_weight",
                  "entropy_weight", "vat_weight", "ema_decay", "refine_steps", "refine_kl_weight",
