@@ -1,4 +1,5 @@
-"""Issue 10: requirements.txt matches the imports, both ways."""
+"""requirements.txt matches the imports, both ways: nothing listed goes unused, nothing used
+goes unlisted."""
 import ast
 import os
 import re

@@ -1,4 +1,5 @@
-"""Your own domains (issue 18): image folders and .npz files as source, target and target test."""
+"""Your own domains: image folders, .npz files and any registered format as source, target and
+target test."""
 import json
 import os
 
@@ -169,26 +170,6 @@ def test_mixed_sizes_need_input_shape_and_are_then_resized_as_keras_does(data_di
     np.testing.assert_array_equal(loaded.train[-1], expected.astype(np.uint8))
 
 
-def test_the_paper_networks_and_the_default_by_input_size(data_dir, tmp_path):
-    from model import NETWORKS, build_dann, default_network, get_network
-
-    assert [default_network((s, s, 3)) for s in (28, 32, 40, 64)] == ["mnist", "svhn", "gtsrb",
-                                                                      "gtsrb"]
-    svhn = build_dann((32, 32, 3), 5, network="svhn")
-    assert [layer.name for layer in svhn.feature_extractor.layers if "conv" in layer.name] == [
-        "conv1", "conv2", "conv3"]
-    assert [svhn.label_classifier.get_layer(f"fc{i}").units for i in (1, 2)] == [3072, 2048]
-    assert [svhn.domain_classifier.get_layer(f"fc{i}").units for i in (1, 2)] == [1024, 1024]
-    gtsrb = build_dann((40, 40, 3), 43, network="gtsrb")
-    assert gtsrb.feature_extractor.output.shape[-1] == 2 * 2 * 256
-    assert [gtsrb.feature_extractor.get_layer(f"conv{i}").filters for i in (1, 2, 3)] == [96, 144, 256]
-    assert gtsrb.label_classifier.get_layer("fc1").units == 512
-    assert NETWORKS["mnist"].min_input_size() == 16
-    with pytest.raises(UserError, match=r"--input-shape 20,20,3 is too small for --network gtsrb, "
-                                        r"which needs at least 32x32"):
-        get_network("gtsrb", (20, 20, 3))
-
-
 def run_fails(tmp_path, capsys, argv, *fragments):
     """In process: the train script raises one UserError naming `fragments`, writes no run."""
     with pytest.raises(UserError) as error:
@@ -206,6 +187,9 @@ def run_fails(tmp_path, capsys, argv, *fragments):
 BAD_DOMAINS = {
     "missing folder": (lambda root, good: ["--source", str(root / "nowhere"), "--target", good],
                        ["--source", "no such folder or .npz file"]),
+    "file that is not a .npz": (lambda root, good: [
+        "--source", str((root / "notes.txt").write_text("x") and root / "notes.txt"),
+        "--target", good], ["--source", "notes.txt is a file but not a .npz"]),
     "empty folder": (lambda root, good: [
         "--source", str(os.makedirs(root / "empty") or root / "empty"), "--target", good],
         ["holds no images"]),
@@ -356,3 +340,27 @@ def test_unlabelled_npz_target_and_the_tools_on_a_run_without_target_labels(
     out = capsys.readouterr().out
     assert "target accuracy (unlabelled.npz test)  n/a" in out
     assert "the target has no labels: no target accuracy" in out
+
+
+def test_a_new_format_is_one_module_and_one_registry_entry(data_dir, folders, monkeypatch):
+    """A format is detect, probe and load (utils/data/formats.py); registered, it serves every
+    role a SPEC names, and the checks between domains apply to it as to the others."""
+    from utils.data import formats
+    from utils.data.domain import Domain
+
+    def load(spec, flag, shape, resize, data_dir=None, num_classes=None):
+        _, value, labelled = spec.split(":")
+        images = np.full((16, *shape), int(value), np.uint8)
+        return Domain(spec, "constant", tuple("0123456789"), images,
+                      np.arange(16) % 10 if labelled == "labelled" else None)
+
+    monkeypatch.setitem(formats.FORMATS, "constant", formats.Format(
+        detect=lambda spec: spec.startswith("constant:"), probe=lambda *args: ((28, 28), 1),
+        load=load))
+    source, target = load_run_domains(config_for(data_dir, source="constant:7:labelled",
+                                                 target=str(folders / "mnist_m")))
+    assert source.shape == target.shape == (28, 28, 3)  # colour wins, judged on each domain
+    assert source.title == "constant" and (source.train == 7).all()
+    with pytest.raises(UserError, match=r"--source constant:7:unlabelled has no labels"):
+        load_run_domains(config_for(data_dir, source="constant:7:unlabelled",
+                                    target=str(folders / "mnist_m")))

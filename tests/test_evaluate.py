@@ -8,7 +8,7 @@ import pytest
 from tests.conftest import assert_one_line_failure, png_size, run_script
 from utils import evaluate
 from utils.io import UserError
-from utils.runs import load_test_sets, run_config
+from utils.runs import find_run, load_test_sets, run_config
 
 KEYS = {"run", "mode", "weights", "source", "target", "source_accuracy", "target_accuracy",
         "target_per_class_accuracy", "target_confusion_matrix", "domain_classifier_accuracy",
@@ -53,9 +53,9 @@ def test_compare_run_writes_both_evaluations(smoke_runs, capsys):
 def test_training_checkpoint_matches_final_weights(smoke_runs):
     # The 2-step run's last checkpoint and its final weights hold the same model.
     test_sets = load_test_sets(run_config("dann", smoke_runs))
-    final = evaluate.evaluate_run("dann", test_sets, smoke_runs)
+    final = evaluate.evaluate_run(find_run("dann", smoke_runs), test_sets)
     checkpoint = os.path.join(smoke_runs, "checkpoints", "dann", "ckpt-2")
-    restored = evaluate.evaluate_run("dann", test_sets, smoke_runs, checkpoint=checkpoint)
+    restored = evaluate.evaluate_run(find_run("dann", smoke_runs, checkpoint), test_sets)
     assert restored["weights"] == checkpoint
     for key in ("source_accuracy", "target_accuracy", "domain_classifier_accuracy",
                 "proxy_a_distance"):
@@ -64,10 +64,10 @@ def test_training_checkpoint_matches_final_weights(smoke_runs):
 
 def test_target_labels_only_change_the_reported_accuracies(smoke_runs):
     (source, (target_images, target_labels)) = load_test_sets(run_config("dann", smoke_runs))
-    honest = evaluate.evaluate_run("dann", (source, (target_images, target_labels)), smoke_runs)
+    run = find_run("dann", smoke_runs)
+    honest = evaluate.evaluate_run(run, (source, (target_images, target_labels)))
     shuffled = evaluate.evaluate_run(
-        "dann", (source, (target_images, np.random.default_rng(0).permutation(target_labels))),
-        smoke_runs)
+        run, (source, (target_images, np.random.default_rng(0).permutation(target_labels))))
     for key in ("source_accuracy", "domain_classifier_accuracy", "proxy_a_distance"):
         assert shuffled[key] == honest[key]
 

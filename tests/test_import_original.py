@@ -1,4 +1,4 @@
-"""The bridge from the original TF2 repository (issue 11): importing its released
+"""The bridge from the original TF2 repository (Daipuwei/DANN-MNIST-tf2): importing its released
 weights, overlaying its curves, and its training recipe.
 
 Every file of the original is synthetic here: h5 and event files written in its

@@ -1,4 +1,4 @@
-"""utils.predict and utils.export (issue 18): classify files, and a SavedModel that agrees."""
+"""utils.predict and utils.export: classify files, and a SavedModel that agrees."""
 import csv
 import os
 
@@ -53,7 +53,9 @@ def test_exported_savedmodel_gives_the_probabilities_of_predict(folder_run, caps
     assert (out / "class_names.txt").read_text().split() == [str(d) for d in range(10)]
     folder = folder_run / "folders" / "mnist_m" / "test" / "3"
     paths = sorted(str(folder / name) for name in os.listdir(folder))[:5]
-    _, expected = predict.predict_files("run", paths, str(folder_run))
+    from utils.runs import find_run
+
+    _, expected = predict.predict_files(find_run("run", str(folder_run)), paths)
     from utils.data.files import decode_files
 
     images = decode_files(paths, (28, 28, 3), True, "PATH")

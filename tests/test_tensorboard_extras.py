@@ -1,4 +1,4 @@
-"""What a finished run gives TensorBoard besides scalars (issue 21), read back with
+"""What a finished run gives TensorBoard besides scalars, read back with
 TensorBoard's own loaders."""
 import json
 import os

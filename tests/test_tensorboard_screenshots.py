@@ -1,5 +1,5 @@
 """utils.tensorboard_screenshots: a real TensorBoard server, checked through its own
-API, and a browser asked for one PNG per dashboard (issue 21)."""
+API, and a browser asked for one PNG per dashboard."""
 import os
 import shutil
 import stat

@@ -19,21 +19,20 @@ import os
 import numpy as np
 
 from utils.io import ArgumentParser, UserError, atomic_write_json, run_main
-from utils.runs import (apply_in_batches, check_same_data, find_run, load_run, load_test_sets,
-                        run_dirs)
+from utils.runs import (add_checkpoint_argument, add_output_root_argument, add_run_argument,
+                        apply_in_batches, check_same_data, find_run, load_test_sets, run_dirs)
 
 
 def parse_args(argv=None):
     parser = ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--run", required=True, help="run to evaluate, as given to --run-name")
-    parser.add_argument("--checkpoint",
-                        help="weights to evaluate instead of the run's final ones: a .weights.h5 "
-                             "file or a checkpoint prefix such as checkpoints/<run>/ckpt-1000")
+    add_run_argument(parser, "run to evaluate, as given to --run-name")
+    add_checkpoint_argument(parser, "weights to evaluate instead of the run's final ones: a "
+                                    ".weights.h5 file or a checkpoint prefix such as "
+                                    "checkpoints/<run>/ckpt-1000")
     parser.add_argument("--compare-run",
                         help="a second run (usually source_only) evaluated the same way and "
                              "shown side by side")
-    parser.add_argument("--output-root", default=".",
-                        help="folder holding logs/, checkpoints/ and config/ (default: .)")
+    add_output_root_argument(parser)
     parser.add_argument("--data-dir", help="dataset folder (default: the one in the run's config)")
     parser.add_argument("--seed", type=int, default=0,
                         help="seed of the half/half split for the proxy A-distance (default: 0)")
@@ -72,8 +71,9 @@ def predict(dann, images, batch_size):
     return features, classes, domain_logits
 
 
-def evaluate_run(run, test_sets, output_root=".", checkpoint=None, seed=0):
-    """Evaluates `run` on ((source images, labels), (target images, labels)).
+def evaluate_run(run, test_sets, seed=0):
+    """Evaluates `run` (a utils.runs.Run, from find_run) on ((source images, labels),
+    (target images, labels)).
 
     The target's labels may be None (an unlabelled target: no target
     accuracy, only what needs no labels) and so may its images (no target
@@ -84,14 +84,15 @@ def evaluate_run(run, test_sets, output_root=".", checkpoint=None, seed=0):
 
     from utils.data.domains import describe_spec
 
-    config, dann = load_run(run, output_root, checkpoint)
+    config, dann = run.config, run.load_model()
+    log_dir = run_dirs(run.output_root, run.name)["logs"]
     (source_images, source_labels), (target_images, target_labels) = test_sets
     source_features, source_classes, source_domain_logits = predict(
         dann, source_images, config.eval_batch_size)
     evaluation = {
-        "run": run,
+        "run": run.name,
         "mode": config.mode,
-        "weights": find_run(run, output_root, checkpoint)[1],
+        "weights": run.weights,
         "source": describe_spec(config.source),
         "target": describe_spec(config.target_test or config.target),
         "source_accuracy": float(np.mean(source_classes == source_labels)),
@@ -103,8 +104,7 @@ def evaluate_run(run, test_sets, output_root=".", checkpoint=None, seed=0):
     if target_images is None:
         evaluation["note"] = ("the target has no test images: pass --target-test when training "
                               "to measure target accuracy")
-        atomic_write_json(os.path.join(run_dirs(output_root, run)["logs"], "evaluation.json"),
-                          evaluation)
+        atomic_write_json(os.path.join(log_dir, "evaluation.json"), evaluation)
         return evaluation
     target_features, target_classes, target_domain_logits = predict(
         dann, target_images, config.eval_batch_size)
@@ -117,7 +117,6 @@ def evaluate_run(run, test_sets, output_root=".", checkpoint=None, seed=0):
         "both": float(np.mean(np.concatenate([source_domain_correct, target_domain_correct]))),
     }
     evaluation.update(proxy_a_distance(source_features, target_features, seed))
-    log_dir = run_dirs(output_root, run)["logs"]
     if target_labels is None:
         evaluation["note"] = "the target has no labels: no target accuracy"
     else:
@@ -131,8 +130,8 @@ def evaluate_run(run, test_sets, output_root=".", checkpoint=None, seed=0):
             names[label]: (float(target_confusion[label, label] / total) if total else None)
             for label, total in zip(classes, per_class_totals)}
         evaluation["target_confusion_matrix"] = target_confusion.tolist()
-        plot_confusion_matrix(target_confusion, f"{run} ({config.mode}): target test, accuracy "
-                                                f"{evaluation['target_accuracy']:.3f}",
+        plot_confusion_matrix(target_confusion, f"{run.name} ({config.mode}): target test, "
+                                                f"accuracy {evaluation['target_accuracy']:.3f}",
                               os.path.join(log_dir, "confusion_matrix.png"), names)
     atomic_write_json(os.path.join(log_dir, "evaluation.json"), evaluation)
     return evaluation
@@ -205,22 +204,21 @@ def main(argv=None):
     args = parse_args(argv)
     if args.compare_run == args.run:
         raise UserError("--compare-run names the same run as --run; pass a different run")
-    checkpoints = {args.run: args.checkpoint}
-    if args.compare_run:
-        checkpoints[args.compare_run] = None
     # Every run must exist before the slow imports and the data load.
-    configs = {run: find_run(run, args.output_root, checkpoint)[0]
-               for run, checkpoint in checkpoints.items()}
+    runs = [find_run(args.run, args.output_root, args.checkpoint)]
+    if args.compare_run:
+        runs.append(find_run(args.compare_run, args.output_root))
 
     # Both runs are scored on the same test images, those of --run's data folder.
-    check_same_data(configs)
-    test_sets = load_test_sets(configs[args.run], args.data_dir)
+    check_same_data({run.name: run.config for run in runs})
+    test_sets = load_test_sets(runs[0].config, args.data_dir)
     evaluations = []
-    for run, checkpoint in checkpoints.items():
-        evaluation = evaluate_run(run, test_sets, args.output_root, checkpoint, args.seed)
+    for run in runs:
+        evaluation = evaluate_run(run, test_sets, args.seed)
         print(format_report(evaluation))
         wrote = " and confusion_matrix.png" if evaluation["target_accuracy"] is not None else ""
-        print(f"  wrote {os.path.join(args.output_root, 'logs', run, 'evaluation.json')}{wrote}")
+        print(f"  wrote {os.path.join(args.output_root, 'logs', run.name, 'evaluation.json')}"
+              f"{wrote}")
         evaluations.append(evaluation)
     if len(evaluations) > 1:
         print(format_comparison(evaluations))

@@ -20,30 +20,30 @@ import os
 
 from utils.io import (ArgumentParser, UserError, atomic_folder, atomic_write_text,
                       ensure_writable_dir, run_main)
-from utils.runs import find_run, load_run
+from utils.runs import (add_checkpoint_argument, add_output_root_argument, add_run_argument,
+                        find_run)
 
 
 def parse_args(argv=None):
     parser = ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--run", required=True, help="trained run, as given to --run-name")
+    add_run_argument(parser, "trained run, as given to --run-name")
     parser.add_argument("--out", required=True, help="folder to write the SavedModel to")
-    parser.add_argument("--checkpoint", help="weights to export instead of the run's final ones")
-    parser.add_argument("--output-root", default=".",
-                        help="folder holding logs/, checkpoints/ and config/ (default: .)")
+    add_checkpoint_argument(parser, "weights to export instead of the run's final ones")
+    add_output_root_argument(parser)
     parser.add_argument("--overwrite", action="store_true",
                         help="replace --out if it exists (default: refuse)")
     return parser.parse_args(argv)
 
 
-def export(run, out, output_root=".", checkpoint=None):
-    """Writes the SavedModel of `run` to `out`; returns the class names."""
+def export(run, out):
+    """Writes the SavedModel of `run` (a utils.runs.Run, from find_run) to `out`; returns the
+    class names."""
     import keras
     import tensorflow as tf
 
     from utils.predict import class_names
 
-    config, dann = load_run(run, output_root, checkpoint)
-    model = dann.model
+    config, model = run.config, run.load_model().model
 
     def serve(images):
         return tf.nn.softmax(model(images, training=False)[0])
@@ -61,11 +61,11 @@ def export(run, out, output_root=".", checkpoint=None):
 
 def main(argv=None):
     args = parse_args(argv)
-    find_run(args.run, args.output_root, args.checkpoint)
+    run = find_run(args.run, args.output_root, args.checkpoint)
     if os.path.exists(args.out) and not args.overwrite:
         raise UserError(f"{args.out} exists; pass --overwrite to replace it, or another --out")
     ensure_writable_dir(os.path.dirname(os.path.abspath(args.out)))
-    names = export(args.run, args.out, args.output_root, args.checkpoint)
+    names = export(run, args.out)
     print(f"wrote the SavedModel of run {args.run} to {args.out}: serve(uint8 images "
           f"[N, ...]) -> probabilities of {len(names)} classes ({args.out}/class_names.txt)")
 

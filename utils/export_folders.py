@@ -17,13 +17,13 @@ import os
 import cv2
 import numpy as np
 
-from utils.data.builtin import PICKLES, load_pickle_domain
+from utils.data.builtin import DATA_DIR, PICKLES, load_pickle_domain
 from utils.io import ArgumentParser, UserError, atomic_folder, run_main
 
 
 def parse_args(argv=None):
     parser = ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--data-dir", default=os.path.join("model_data", "dataset"),
+    parser.add_argument("--data-dir", default=DATA_DIR,
                         help="folder holding the pickles (default: %(default)s)")
     parser.add_argument("--out", default=os.path.join("model_data", "folders"),
                         help="where the domain folders go (default: %(default)s)")

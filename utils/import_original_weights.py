@@ -38,8 +38,9 @@ import os
 
 import numpy as np
 
+from utils.data import DATA_DIR
 from utils.io import ArgumentParser, UserError, atomic_save, ensure_writable_dir, run_main
-from utils.runs import FINAL_WEIGHTS, config_file, run_dirs
+from utils.runs import FINAL_WEIGHTS, add_output_root_argument, config_file, run_dirs
 
 ORIGINAL_PIXEL_MEAN = 45.652287
 ROOT_GROUP = "model_weights"
@@ -66,11 +67,11 @@ def parse_args(argv=None):
     parser.add_argument("--pixel-mean", type=float, default=ORIGINAL_PIXEL_MEAN,
                         help="the original's scalar pixel mean on the 0-255 scale "
                              f"(default: {ORIGINAL_PIXEL_MEAN}, from its saved config.txt)")
-    parser.add_argument("--output-root", default=".",
-                        help="folder that gets config/<run>/ and checkpoints/<run>/ (default: .)")
-    parser.add_argument("--data-dir", default="model_data/dataset",
+    add_output_root_argument(parser, "folder that gets config/<run>/ and checkpoints/<run>/ "
+                                     "(default: .)")
+    parser.add_argument("--data-dir", default=DATA_DIR,
                         help="dataset folder recorded in the run's config, where the analysis "
-                             "tools find the test sets (default: model_data/dataset)")
+                             f"tools find the test sets (default: {DATA_DIR})")
     return parser.parse_args(argv)
 
 
@@ -161,7 +162,7 @@ def file_sha256(path):
 
 
 def import_weights(weights_path, run_name, pixel_mean=ORIGINAL_PIXEL_MEAN, output_root=".",
-                   data_dir="model_data/dataset"):
+                   data_dir=DATA_DIR):
     """Checks everything, then writes the run; returns (config path, weights path)."""
     if not 0.0 <= pixel_mean < 255.0:
         raise UserError(f"--pixel-mean is on the 0-255 scale, got {pixel_mean}; the original's "

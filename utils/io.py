@@ -30,9 +30,9 @@ def run_main(main):
 class ArgumentParser(argparse.ArgumentParser):
     """argparse whose flag errors are UserErrors: one line, not the full usage block.
 
-    Prefixes of flags are not accepted (allow_abbrev=False, issue 10): with
-    them `--seed 5` would silently become `--seeds 5` in a parser that has
-    only `--seeds`.
+    Prefixes of flags are not accepted (allow_abbrev=False): with them
+    `--seed 5` would silently become `--seeds 5` in a parser that has only
+    `--seeds`.
     """
 
     def __init__(self, *args, **kwargs):

@@ -24,6 +24,7 @@ with different batches and epoch lengths line up.
 import os
 
 from utils.io import ArgumentParser, UserError, run_main
+from utils.runs import add_output_root_argument, add_run_argument
 
 WRITER_STYLES = {
     "hyperparameter": ("black", "schedule"),
@@ -83,9 +84,8 @@ COMPARE_PANELS = [
 
 def parse_args(argv=None):
     parser = ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--run", required=True, help="run name, as given to --run-name")
-    parser.add_argument("--output-root", default=".",
-                        help="folder holding logs/ and config/ (default: .)")
+    add_run_argument(parser, "run name, as given to --run-name")
+    add_output_root_argument(parser, "folder holding logs/ and config/ (default: .)")
     parser.add_argument("--logs-root", help="folder holding logs/<run> (default: OUTPUT_ROOT/logs)")
     parser.add_argument("--out", help="folder for the PNGs (default: LOGS/<run>/figures)")
     parser.add_argument("--original-logs", metavar="PATH",

@@ -17,18 +17,19 @@ import numpy as np
 
 from utils.data import files as domain_files
 from utils.io import ArgumentParser, UserError, atomic_save, run_main
-from utils.runs import find_run, load_run
+from utils.runs import (add_checkpoint_argument, add_output_root_argument, add_run_argument,
+                        find_run)
 
 
 def parse_args(argv=None):
     parser = ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--run", required=True, help="trained run, as given to --run-name")
+    add_run_argument(parser, "trained run, as given to --run-name")
     parser.add_argument("paths", nargs="+", metavar="PATH", help="image files or folders")
-    parser.add_argument("--checkpoint", help="weights to use instead of the run's final ones: a "
-                        ".weights.h5 file or a checkpoint prefix such as checkpoints/<run>/ckpt-1000")
+    add_checkpoint_argument(parser, "weights to use instead of the run's final ones: a "
+                                    ".weights.h5 file or a checkpoint prefix such as "
+                                    "checkpoints/<run>/ckpt-1000")
     parser.add_argument("--out", help="also write path,class,probability rows to this CSV")
-    parser.add_argument("--output-root", default=".",
-                        help="folder holding logs/, checkpoints/ and config/ (default: .)")
+    add_output_root_argument(parser)
     parser.add_argument("--batch-size", type=int, default=256,
                         help="images classified per batch (default: %(default)s)")
     return parser.parse_args(argv)
@@ -43,7 +44,7 @@ def image_paths(paths):
             found += images
             skipped += others
         elif os.path.isfile(path):
-            if not domain_files._is_image(path):
+            if not domain_files.is_image(path):
                 raise UserError(f"{path} is not an image file ({', '.join(domain_files.IMAGE_EXTENSIONS)})")
             found.append(path)
         else:
@@ -68,9 +69,10 @@ def probabilities(dann, images, batch_size):
                            for start in range(0, len(images), batch_size)])
 
 
-def predict_files(run, paths, output_root=".", checkpoint=None, batch_size=256):
-    """[(path, class name, probability)] and the full probability array for image `paths`."""
-    config, dann = load_run(run, output_root, checkpoint)
+def predict_files(run, paths, batch_size=256):
+    """[(path, class name, probability)] and the full probability array for image `paths`,
+    classified by `run` (a utils.runs.Run, from find_run)."""
+    config, dann = run.config, run.load_model()
     images = domain_files.decode_files(paths, tuple(config.input_shape), True, "PATH")
     probs = probabilities(dann, images, batch_size)
     names = class_names(config)
@@ -83,12 +85,12 @@ def main(argv=None):
     args = parse_args(argv)
     if args.batch_size <= 0:
         raise UserError(f"--batch-size must be positive, got {args.batch_size}")
-    find_run(args.run, args.output_root, args.checkpoint)  # before the slow imports
+    run = find_run(args.run, args.output_root, args.checkpoint)  # before the slow imports
     paths, skipped = image_paths(args.paths)
     if skipped:
         print(f"skipped {len(skipped)} file{'s' if len(skipped) > 1 else ''} that "
               f"{'are' if len(skipped) > 1 else 'is'} not an image, e.g. {skipped[0]}")
-    rows, _ = predict_files(args.run, paths, args.output_root, args.checkpoint, args.batch_size)
+    rows, _ = predict_files(run, paths, args.batch_size)
     for path, name, probability in rows:
         print(f"{path}\t{name}\t{probability:.4f}")
     if args.out:

@@ -2,9 +2,13 @@
 Ganin & Lempitsky (2015), Sec. 5, and the MNIST / MNIST-M test sets of Table 1.
 
 A run is what train_MNIST2MNIST_M.py leaves under an output root:
-config/<run>/config.json, checkpoints/<run>/ and logs/<run>/. Only the config is
-touched at import time, so a misspelt run name fails before TensorFlow loads.
+config/<run>/config.json, checkpoints/<run>/ and logs/<run>/. A tool declares
+--run, --checkpoint and --output-root with the add_*_argument functions here,
+finds each run once with `find_run` (only the config is read, so a misspelt
+run name fails before TensorFlow loads) and later loads its model from the
+Run that returns.
 """
+import dataclasses
 import os
 
 import numpy as np
@@ -36,11 +40,68 @@ def run_config(run, output_root="."):
     return DANNConfig.load(config_file(run, output_root))
 
 
-def find_run(run, output_root=".", checkpoint=None):
-    """(config, weights path) of `run`: its final weights, or `checkpoint`.
+# The three flags every analysis tool shares, defined once (each tool passes its own help for
+# --run and --checkpoint: what the run is to it, and what the weights are for).
+OUTPUT_ROOT_HELP = "folder holding logs/, checkpoints/ and config/ (default: .)"
 
-    Raises a UserError when either is missing, so tools can check every run
-    they were given before the slow imports and the data load.
+
+def add_run_argument(parser, help, required=True):
+    """--run RUN: a run name, as given to the train script's --run-name."""
+    parser.add_argument("--run", required=required, help=help)
+
+
+def add_checkpoint_argument(parser, help):
+    """--checkpoint PATH: weights to load instead of the run's final ones (see `find_run`)."""
+    parser.add_argument("--checkpoint", help=help)
+
+
+def add_output_root_argument(parser, help=OUTPUT_ROOT_HELP):
+    """--output-root DIR (default .): the folder holding the runs' logs/, checkpoints/, config/."""
+    parser.add_argument("--output-root", default=".", help=help)
+
+
+@dataclasses.dataclass(frozen=True)
+class Run:
+    """A run found on disk: its name, output root, saved config and the weights to load.
+
+    `find_run` makes one cheaply (a JSON file and a file test), so tools check
+    every run they were given before the slow imports and the data load; its
+    `load_model` then builds and restores the network without looking again.
+    """
+
+    name: str
+    output_root: str
+    config: DANNConfig
+    weights: str
+
+    def load_model(self):
+        """The run's DANN (model/dann.py) with its weights: a Keras `.weights.h5` file or
+        the prefix of a training checkpoint (`checkpoints/<run>/ckpt-N`, as written every
+        few steps)."""
+        import tensorflow as tf
+
+        from model import build_dann
+
+        config = self.config
+        dann = build_dann(config.input_shape, config.num_classes, input_norm=config.input_norm,
+                          network=config.network)
+        try:
+            if self.weights.endswith(".weights.h5"):
+                dann.model.load_weights(self.weights)
+            else:
+                tf.train.Checkpoint(model=dann.model).restore(
+                    self.weights).assert_existing_objects_matched()
+        except (ValueError, OSError, AssertionError, tf.errors.OpError) as error:
+            raise UserError(f"cannot load {self.weights} into the model of run {self.name!r} "
+                            f"({type(error).__name__}); is it a checkpoint of this run?") from None
+        return dann
+
+
+def find_run(run, output_root=".", checkpoint=None):
+    """The Run `run` under `output_root`, with its final weights or those of `checkpoint`.
+
+    Raises a UserError when the run's config or the weights are missing; reads
+    nothing else, and imports no TensorFlow.
     """
     config = run_config(run, output_root)
     path = checkpoint or os.path.join(run_dirs(output_root, run)["checkpoints"], FINAL_WEIGHTS)
@@ -48,32 +109,14 @@ def find_run(run, output_root=".", checkpoint=None):
         raise UserError(f"no weights at {path}; did run {run!r} finish? Pass --checkpoint with a "
                         f".weights.h5 file or a checkpoint prefix such as "
                         f"{os.path.join(output_root, 'checkpoints', run, 'ckpt-1000')}")
-    return config, path
+    return Run(run, output_root, config, path)
 
 
 def load_run(run, output_root=".", checkpoint=None):
-    """(config, dann) of `run`, with its final weights or those of `checkpoint`.
-
-    `checkpoint` is a Keras `.weights.h5` file or the prefix of a training
-    checkpoint (`checkpoints/<run>/ckpt-N`, as written every few steps).
-    """
-    config, path = find_run(run, output_root, checkpoint)
-
-    import tensorflow as tf
-
-    from model import build_dann
-
-    dann = build_dann(config.input_shape, config.num_classes, input_norm=config.input_norm,
-                      network=config.network)
-    try:
-        if path.endswith(".weights.h5"):
-            dann.model.load_weights(path)
-        else:
-            tf.train.Checkpoint(model=dann.model).restore(path).assert_existing_objects_matched()
-    except (ValueError, OSError, AssertionError, tf.errors.OpError) as error:
-        raise UserError(f"cannot load {path} into the model of run {run!r} "
-                        f"({type(error).__name__}); is it a checkpoint of this run?") from None
-    return config, dann
+    """(config, dann) of `run`, with its final weights or those of `checkpoint`: `find_run`
+    and `Run.load_model` in one call."""
+    found = find_run(run, output_root, checkpoint)
+    return found.config, found.load_model()
 
 
 def load_test_sets(config, data_dir=None):

@@ -8,14 +8,14 @@ A seeded choice of --num training indices is drawn once and used for both
 domains: create_mnistm.py keeps the digit order, so MNIST-M train[i] is MNIST
 train[i] blended over a BSDS500 crop (Ganin & Lempitsky, 2015, Sec. 5), and the
 two grids show the same digits. Each grid is laid out by
-`skimage.util.montage` (issue 10: scikit-image does real work here).
+`skimage.util.montage`, one of the uses for which scikit-image is a requirement.
 """
 import os
 
 import numpy as np
 from skimage.util import montage
 
-from utils.data import load_mnist_and_mnistm
+from utils.data import DATA_DIR, load_mnist_and_mnistm
 from utils.figures import new_figure, save_png
 from utils.io import ArgumentParser, UserError, run_main
 
@@ -60,7 +60,7 @@ def write_samples(data_dir, out, num=32, columns=8, seed=0):
 
 def build_parser():
     parser = ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--data-dir", default="model_data/dataset",
+    parser.add_argument("--data-dir", default=DATA_DIR,
                         help="folder holding MNIST/ and MNIST_M/ pickles (default: %(default)s)")
     parser.add_argument("--out", default=os.path.join("logs", "figures", "samples.png"),
                         help="PNG to write (default: %(default)s)")

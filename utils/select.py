@@ -25,13 +25,14 @@ import os
 import numpy as np
 
 from utils.io import ArgumentParser, UserError, atomic_write_json, atomic_write_text, run_main
-from utils.runs import results_file, run_config, run_dirs
+from utils.runs import (add_output_root_argument, add_run_argument, results_file, run_config,
+                        run_dirs)
 from utils.validators import NAMES
 
 
 def parse_args(argv=None):
     parser = ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--run", help="run to select from, as given to --run-name")
+    add_run_argument(parser, "run to select from, as given to --run-name", required=False)
     parser.add_argument("--runs", nargs="+", help="several runs (with --study)")
     parser.add_argument("--validator", default="all",
                         help=f"one of {', '.join(NAMES)}, or all (default: all)")
@@ -39,8 +40,7 @@ def parse_args(argv=None):
                         help="compare the validators over --runs and write a markdown table")
     parser.add_argument("--out", help="where --study writes its table "
                                       "(default: <output-root>/logs/select_study.md)")
-    parser.add_argument("--output-root", default=".",
-                        help="folder holding logs/, checkpoints/ and config/ (default: .)")
+    add_output_root_argument(parser)
     parser.add_argument("--data-dir", help="dataset folder (default: the one in the run's config)")
     return parser.parse_args(argv)
 
@@ -102,7 +102,7 @@ def _class_logits(model, images, batch_size):
 
 def select(run, names, output_root=".", data_dir=None, test_sets=None):
     """Picks per validator, evaluates them, writes logs/<run>/selection.json; returns it."""
-    from utils.runs import load_run, load_test_sets
+    from utils.runs import find_run, load_test_sets
 
     chosen = picks(run, names, output_root)
     results_path = results_file(run, output_root)
@@ -125,7 +125,7 @@ def select(run, names, output_root=".", data_dir=None, test_sets=None):
             continue
         # Validators that chose the same step chose the same weights: evaluate once.
         if pick["step"] not in by_step:
-            _, dann = load_run(run, output_root, pick["checkpoint"])
+            dann = find_run(run, output_root, pick["checkpoint"]).load_model()
             logits = _class_logits(dann.model, images, config.eval_batch_size)
             by_step[pick["step"]] = float(np.mean(np.argmax(logits, axis=1) == labels))
         pick["target_test_accuracy"] = by_step[pick["step"]]

@@ -2,8 +2,9 @@
 
     python -m utils.tensorboard_extras --run <run>     # for a run trained before they existed
 
-A run writes these once, at its end (issue 21), into logs/<run>/ itself, the
-TensorBoard run that holds train/, validation/ and hyperparameter/:
+A run writes these once, at its end (never per step, so they cost no training
+time), into logs/<run>/ itself, the TensorBoard run that holds train/,
+validation/ and hyperparameter/:
 
   * HParams (`tensorboard.plugins.hparams.api`): the run's settings (recipe,
     mode, seed, batch, updates, input norm, recipe components, data) as one
@@ -21,7 +22,7 @@ TensorBoard run that holds train/, validation/ and hyperparameter/:
     (as utils.visualize_features), with a sprite of the images and metadata
     columns domain, label, predicted and correct, so the paper's Fig. 2 can
     be explored with PCA, t-SNE or UMAP in the browser, coloured by domain or
-    class.
+    class (written by utils/tensorboard_projector.py).
 
 Nothing is written per step. A second call replaces what the first wrote.
 A run with no validation scalars of its own (one imported from the original
@@ -35,16 +36,18 @@ import time
 
 import numpy as np
 
-from utils.io import ArgumentParser, atomic_write_bytes, atomic_write_text, run_main
+from utils.io import ArgumentParser, UserError, run_main
+from utils.runs import (add_output_root_argument, add_run_argument, find_run, load_test_sets,
+                        results_file, run_dirs)
+from utils.tensorboard_projector import write_projector
 
-PROJECTOR_FOLDER = "projector"
-SPRITE_LIMIT = 8192  # TensorBoard's largest sprite side, in pixels
 GRID_IMAGES = 64
 
 
-# The columns the HParams dashboard shows (issue 21): what tells runs apart,
-# i.e. recipe, mode, seed, data, batch, updates, input norm and the recipe
-# components. Every other field is in the session too, and in Text's run/config.
+# The columns the HParams dashboard shows: what tells runs apart (recipe,
+# mode, seed, data, batch, updates, input norm and the recipe components), so
+# that a table of many runs stays readable. Every other field is in the
+# session too, and in Text's run/config.
 SHOWN_HPARAMS = ("recipe", "mode", "seed", "source", "target", "network", "input_norm",
                  "batch_size", "updates", "learning_rate", "domain_loss_weight",
                  "entropy_weight", "vat_weight", "ema_decay", "refine_steps", "refine_kl_weight",
@@ -148,65 +151,6 @@ def samples_grid(subsets, names):
     return _png(figure)
 
 
-def sprite(images):
-    """One square sprite of `images` (thumbnails shrunk to fit TensorBoard's 8192 pixels)."""
-    import cv2
-
-    side = int(np.ceil(np.sqrt(len(images))))
-    height, width = images.shape[1:3]
-    scale = min(1.0, SPRITE_LIMIT / (side * max(height, width)))
-    size = (max(1, int(width * scale)), max(1, int(height * scale)))
-    thumbs = [cv2.resize(image, size, interpolation=cv2.INTER_AREA) if scale < 1 else image
-              for image in images]
-    thumbs = [thumb[..., None] if thumb.ndim == 2 else thumb for thumb in thumbs]
-    channels = images.shape[-1]
-    canvas = np.full((side * size[1], side * size[0], channels), 255, np.uint8)
-    for index, thumb in enumerate(thumbs):
-        row, column = divmod(index, side)
-        canvas[row * size[1]:(row + 1) * size[1], column * size[0]:(column + 1) * size[0]] = thumb
-    pixels = canvas[..., 0] if channels == 1 else canvas[..., ::-1]  # OpenCV writes BGR
-    return cv2.imencode(".png", pixels)[1].tobytes(), size
-
-
-def write_projector(log_dir, features, metadata_rows, images):
-    """logs/<run>/projector/: the features as a checkpoint, metadata.tsv, sprite.png, config.
-
-    Laid out as `tensorboard.plugins.projector` expects (its tutorial's
-    layout): projector_config.pbtxt beside a checkpoint whose variable
-    `embedding` holds one row per point, the metadata TSV and the sprite.
-    """
-    import tensorflow as tf
-    from tensorboard.plugins import projector
-
-    folder = os.path.join(log_dir, PROJECTOR_FOLDER)
-    os.makedirs(folder, exist_ok=True)
-    for name in os.listdir(folder):
-        os.remove(os.path.join(folder, name))
-    embedding = tf.Variable(features, name="features")
-    # TensorBoard's Projector looks for its config in a *run* (a folder with an
-    # event file) and for the tensors in that folder's latest checkpoint (a
-    # `checkpoint` state file, which Checkpoint.write does not leave): so the
-    # folder gets both, and shows as run "<run>/projector".
-    tf.train.CheckpointManager(tf.train.Checkpoint(embedding=embedding), folder,
-                               max_to_keep=1, checkpoint_name="embedding.ckpt").save()
-    # An event file with no summaries: enough to make the folder a run, without
-    # a card in any other dashboard.
-    tf.summary.create_file_writer(folder).close()
-    atomic_write_text(os.path.join(folder, "metadata.tsv"),
-                      "domain\tlabel\tpredicted\tcorrect\n"
-                      + "".join("\t".join(map(str, row)) + "\n" for row in metadata_rows))
-    sprite_png, (thumb_width, thumb_height) = sprite(images)
-    atomic_write_bytes(os.path.join(folder, "sprite.png"), sprite_png)
-    config = projector.ProjectorConfig()
-    info = config.embeddings.add()
-    info.tensor_name = "embedding/.ATTRIBUTES/VARIABLE_VALUE"
-    info.metadata_path = "metadata.tsv"
-    info.sprite.image_path = "sprite.png"
-    info.sprite.single_image_dim.extend([thumb_width, thumb_height])
-    projector.visualize_embeddings(folder, config)
-    return folder
-
-
 def write_extras(log_dir, config, results, model, test_sets, command, num=2000, seed=0):
     """Writes HParams, Text, Images and the Projector for a finished run; returns the seconds.
 
@@ -277,15 +221,15 @@ def write_extras(log_dir, config, results, model, test_sets, command, num=2000, 
     return time.perf_counter() - started
 
 
-def write_final_figures(run, output_root, log_dir, test_sets):
-    """For a run trained elsewhere (imported from the original repository): its
-    final weights evaluated on the whole test sets (utils.evaluate), written as
-    the validation scalars HParams reads, at step 0. Returns the evaluation."""
+def write_final_figures(run, log_dir, test_sets):
+    """For a run trained elsewhere (imported from the original repository): the final
+    weights of `run` (a utils.runs.Run) evaluated on the whole test sets (utils.evaluate),
+    written as the validation scalars HParams reads, at step 0. Returns the evaluation."""
     import tensorflow as tf
 
     from utils.evaluate import evaluate_run
 
-    evaluation = evaluate_run(run, test_sets, output_root)
+    evaluation = evaluate_run(run, test_sets)
     figures = {"acc/source_label_acc": evaluation["source_accuracy"],
                "acc/label_acc": evaluation["target_accuracy"],
                "acc/domain_acc": evaluation.get("domain_classifier_accuracy", {}).get("both")}
@@ -301,31 +245,27 @@ def write_final_figures(run, output_root, log_dir, test_sets):
 
 def parse_args(argv=None):
     parser = ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--run", required=True, help="finished run, as given to --run-name")
-    parser.add_argument("--output-root", default=".",
-                        help="folder holding logs/, checkpoints/ and config/ (default: .)")
+    add_run_argument(parser, "finished run, as given to --run-name")
+    add_output_root_argument(parser)
     parser.add_argument("--data-dir", help="dataset folder (default: the one in the run's config)")
     return parser.parse_args(argv)
 
 
 def main(argv=None):
-    from utils.io import UserError
-    from utils.runs import find_run, load_run, load_test_sets, results_file, run_dirs
-
     args = parse_args(argv)
-    find_run(args.run, args.output_root)
+    run = find_run(args.run, args.output_root)
     path = results_file(args.run, args.output_root)
     results = {}
     if os.path.exists(path):
         with open(path) as handle:
             results = json.load(handle)
-    config, dann = load_run(args.run, args.output_root)
+    config, dann = run.config, run.load_model()
     source, target = load_test_sets(config, args.data_dir)
     if source[0] is None:
         raise UserError(f"run {args.run!r} has no source test images")
     log_dir = run_dirs(args.output_root, args.run)["logs"]
     if not glob.glob(os.path.join(log_dir, "validation", "events.out.tfevents.*")):
-        results = write_final_figures(args.run, args.output_root, log_dir, (source, target))
+        results = write_final_figures(run, log_dir, (source, target))
     seconds = write_extras(log_dir, config, results, dann.model,
                            (source, target if target[0] is not None else None),
                            command="(written afterwards by python -m utils.tensorboard_extras)")

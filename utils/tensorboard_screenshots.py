@@ -5,8 +5,9 @@
 Starts `tensorboard --logdir LOGDIR` on 127.0.0.1 (a free port), checks
 through the server's own API that every dashboard asked for has data
 (`/data/plugins_listing`; the Projector also lists its runs), then opens
-each one in headless Chromium and writes `<out>/tensorboard_<dashboard>.png`
-(issue 21). The README's TensorBoard section is made by the command above.
+each one in headless Chromium and writes `<out>/tensorboard_<dashboard>.png`,
+so that the README shows what a reader will see. The README's TensorBoard
+section is made by the command above.
 
 Chromium is not a Python package: on Debian, `apt-get install chromium`
 (`--browser` names another binary). No network is used; the server listens

@@ -16,7 +16,8 @@ import time
 import numpy as np
 
 from utils.io import ArgumentParser, UserError, run_main
-from utils.runs import apply_in_batches, check_same_data, find_run, load_run, load_test_sets
+from utils.runs import (add_output_root_argument, apply_in_batches, check_same_data, find_run,
+                        load_test_sets)
 
 PCA_DIMENSIONS = 50
 # Half of sklearn's default 1000 iterations and a coarser Barnes-Hut angle than
@@ -32,8 +33,7 @@ def parse_args(argv=None):
     parser.add_argument("--source-only-run", required=True,
                         help="run trained with --mode source_only")
     parser.add_argument("--dann-run", required=True, help="run trained with --mode dann")
-    parser.add_argument("--output-root", default=".",
-                        help="folder holding checkpoints/, config/ and logs/ (default: .)")
+    add_output_root_argument(parser, "folder holding checkpoints/, config/ and logs/ (default: .)")
     parser.add_argument("--out", help="PNG to write (default: OUTPUT_ROOT/logs/<dann run>/figures/"
                                       "tsne.png; the README's figure is --out image/tsne.png)")
     parser.add_argument("--num", type=int, default=2000,
@@ -116,13 +116,13 @@ def main(argv=None):
     args = parse_args(argv)
     if args.num < 2:
         raise UserError(f"--num must be at least 2, got {args.num}")
-    runs = (("source-only", args.source_only_run), ("DANN", args.dann_run))
     # Both runs must exist before the slow imports and the data load.
-    configs = {run: find_run(run, args.output_root)[0] for _, run in runs}
+    runs = (("source-only", find_run(args.source_only_run, args.output_root)),
+            ("DANN", find_run(args.dann_run, args.output_root)))
     out = args.out or os.path.join(args.output_root, "logs", args.dann_run, "figures", "tsne.png")
 
-    check_same_data(configs)
-    config = configs[args.source_only_run]
+    check_same_data({run.name: run.config for _, run in runs})
+    config = runs[0][1].config
     test_sets = load_test_sets(config, args.data_dir)
     names = domain_names(config)
     subsets = seeded_subset(test_sets, args.num, args.seed, names)
@@ -131,13 +131,13 @@ def main(argv=None):
     domains = np.repeat([0, 1], args.num)
     panels = []
     for kind, run in runs:
-        config, dann = load_run(run, args.output_root)
+        config, dann = run.config, run.load_model()
         features = apply_in_batches(dann.feature_extractor, images, config.eval_batch_size)
         start = time.perf_counter()
         embedding = embed(features, args.seed)
-        print(f"{kind} run {run}: t-SNE of {len(features)} points took "
+        print(f"{kind} run {run.name}: t-SNE of {len(features)} points took "
               f"{time.perf_counter() - start:.1f} s")
-        panels.append((f"{kind}: {run} ({config.mode})", embedding))
+        panels.append((f"{kind}: {run.name} ({config.mode})", embedding))
     print(f"wrote {plot_embeddings(panels, domains, labels, out, names, config.class_names)}")
 
 

@@ -1,10 +1,12 @@
 """The built-in domains `mnist` and `mnist_m`: the pickles create_mnistm.py writes, where they
-live, safe loading and validation (NumPy only)."""
+live, safe loading and validation (NumPy only). One format of utils/data/formats.py: a SPEC
+that is one of their names."""
 import os
 import pickle
 
 import numpy as np
 
+from utils.data.domain import Domain
 from utils.io import UserError
 
 # Where the built-in pickles are looked for and built when --data-dir is not given.
@@ -14,6 +16,8 @@ MNIST_PICKLE = os.path.join("MNIST", "mnist_data.pkl")
 MNIST_M_PICKLE = os.path.join("MNIST_M", "mnist_m_data.pkl")
 PICKLES = {"mnist": MNIST_PICKLE, "mnist_m": MNIST_M_PICKLE}
 TITLES = {"mnist": "MNIST", "mnist_m": "MNIST-M"}
+# The built-in pickles hold 28x28 RGB images: they are never resized.
+SIZE, CHANNELS = (28, 28), 3
 # Class names of the built-in domains: the digits, in label order.
 DIGITS = tuple(str(digit) for digit in range(10))
 
@@ -88,7 +92,7 @@ def validate_domain(data, path, input_shape=None, num_classes=None):
         if input_shape is None and images.ndim == 4:
             input_shape = images.shape[1:]
         if images.ndim == 4 and len(images) and images.shape[1:] != tuple(input_shape):
-            # Well-formed images of another size: the flag is the likelier mistake (issue 10).
+            # Well-formed images of another size: the flag is the likelier mistake.
             held = "x".join(map(str, images.shape[1:]))
             raise UserError(f"{path}: the pickles hold {held} images but --input-shape is "
                             f"{','.join(map(str, input_shape))}; pass --input-shape "
@@ -103,7 +107,7 @@ def validate_domain(data, path, input_shape=None, num_classes=None):
         if labels.min() < 0:
             fail(f"{split}_label has negative values")
         if labels.max() >= num_classes:
-            # Well-formed labels beyond the class count: the flag is the mistake (issue 19).
+            # Well-formed labels beyond the class count: --num-classes is the likelier mistake.
             raise UserError(f"{path}: {split}_label has values up to {labels.max()}, outside "
                             f"0..{num_classes - 1}; pass --num-classes {labels.max() + 1}")
     return data
@@ -123,8 +127,6 @@ def load_mnist_and_mnistm(data_dir, input_shape=None, num_classes=None):
 def builtin_domain(name, data_dir, input_shape=None, num_classes=None):
     """The Domain `mnist` or `mnist_m` from its pickle in `data_dir` (the pickles call the
     test split `val`)."""
-    from utils.data.domains import Domain
-
     data = load_pickle_domain(os.path.join(data_dir, PICKLES[name]), input_shape, num_classes)
     return Domain(name, TITLES[name], tuple(str(label) for label in range(num_classes or len(DIGITS))),
                   data["train"], data["train_label"], data["val"], data["val_label"])
@@ -134,3 +136,19 @@ def builtin_domains(data_dir, input_shape=None, num_classes=None):
     """(MNIST, MNIST-M) as Domains, the default source and target."""
     return (builtin_domain("mnist", data_dir, input_shape, num_classes),
             builtin_domain("mnist_m", data_dir, input_shape, num_classes))
+
+
+def is_builtin(spec):
+    """True when `spec` names a built-in domain (this format's test in utils/data/formats.py)."""
+    return spec in PICKLES
+
+
+def probe(spec, flag, data_dir=None):
+    """((H, W), channels) of a built-in domain: known without reading its pickle."""
+    return SIZE, CHANNELS
+
+
+def load(spec, flag, shape, resize, data_dir=None, num_classes=None):
+    """The Domain `spec` from its pickle in `data_dir`, checked to hold `shape` images (never
+    resized: `resize` does not apply)."""
+    return builtin_domain(spec, data_dir, shape, num_classes)

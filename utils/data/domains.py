@@ -10,10 +10,12 @@ A domain is named on the command line by a SPEC (`--source`, `--target`,
     .bmp or .gif files, optionally below `train/` and `test/`; or a flat
     folder of images, which is an unlabelled domain (utils/data/files.py);
   * a `.npz` in the layout of Keras' `mnist.npz` (`x_train`, `y_train`,
-    `x_test`, `y_test`), read with allow_pickle=False (utils/data/files.py).
+    `x_test`, `y_test`), read with allow_pickle=False (utils/data/npz.py).
 
-The source must have labels. The target may be unlabelled: its labels, when
-it has them, are used only for evaluation and the validation split. The
+Each is one case of one loader (utils/data/formats.py); this module checks a
+run's domains against each other. The source must have labels. The target
+may be unlabelled: its labels, when it has them, are used only for
+evaluation and the validation split. The
 classes of the three must agree by name: the target's are the source's, and
 the target test set's are among them. Image size and channels come from
 the data (the source's first image; colour wins over grey, judged on each
@@ -23,58 +25,17 @@ the built-in domains are 28x28x3 and are not resized.
 """
 import dataclasses
 import os
-from typing import Optional, Tuple
 
 import numpy as np
 
+import utils.data.formats as formats
+from utils.data.builtin import TITLES, is_builtin
 from utils.io import UserError
-
-BUILTIN = ("mnist", "mnist_m")
-
-
-@dataclasses.dataclass
-class Domain:
-    """One domain's images (uint8, N x H x W x C) and labels (indices into `class_names`).
-
-    `train_labels` is None for an unlabelled domain (its test split may still
-    be labelled); `test` is None when the domain has no test split.
-    """
-
-    spec: str
-    title: str
-    class_names: Tuple[str, ...]
-    train: np.ndarray
-    train_labels: Optional[np.ndarray]
-    test: Optional[np.ndarray] = None
-    test_labels: Optional[np.ndarray] = None
-
-    @property
-    def labelled(self):
-        return self.train_labels is not None
-
-    @property
-    def shape(self):
-        return tuple(int(n) for n in self.train.shape[1:])
-
-
-def is_builtin(spec):
-    return spec in BUILTIN
 
 
 def describe_spec(spec):
     """How a SPEC is shown in tables and figures: MNIST, MNIST-M, or the file or folder name."""
-    from utils.data.builtin import TITLES
-
     return TITLES.get(spec) or os.path.basename(os.path.normpath(spec))
-
-
-def _probe(spec, flag, data_dir):
-    """(size (H, W), channels) of the first image of `spec`, without decoding it all."""
-    if is_builtin(spec):
-        return (28, 28), 3
-    from utils.data import files
-
-    return files.probe(spec, flag)
 
 
 def resolve_shape(specs, input_shape, data_dir):
@@ -88,7 +49,7 @@ def resolve_shape(specs, input_shape, data_dir):
     """
     if input_shape is not None:
         return tuple(input_shape)
-    probes = [(flag, spec, *_probe(spec, flag, data_dir)) for flag, spec in specs]
+    probes = [(flag, spec, *formats.probe(spec, flag, data_dir)) for flag, spec in specs]
     _, _, size, _ = probes[0]
     for flag, spec, other, _ in probes[1:]:
         if other != size:
@@ -100,17 +61,6 @@ def resolve_shape(specs, input_shape, data_dir):
                             f"{fit[0]},{fit[1]},3) to resize every image to one size")
     channels = 3 if any(c >= 3 for *_, c in probes) else 1
     return (size[0], size[1], channels)
-
-
-def load_domain(spec, flag, data_dir, input_shape, resize, num_classes=None):
-    """The Domain `spec` at `input_shape` (images of another size are resized only if `resize`)."""
-    if is_builtin(spec):
-        from utils.data.builtin import builtin_domain
-
-        return builtin_domain(spec, data_dir, input_shape, num_classes)
-    from utils.data import files
-
-    return files.load(spec, flag, input_shape, resize)
 
 
 def _class_difference(names, expected):
@@ -139,7 +89,7 @@ def load_run_domains(config, data_dir=None):
         specs.append(("--target-test", config.target_test))
     shape = resolve_shape(specs, config.input_shape, data_dir)
     resize = config.input_shape is not None
-    loaded = [load_domain(spec, flag, data_dir, shape, resize, config.num_classes)
+    loaded = [formats.load(spec, flag, shape, resize, data_dir, config.num_classes)
               for flag, spec in specs]
     source, target = loaded[:2]
     if not source.labelled:
@@ -192,7 +142,16 @@ def fill_config(config, source, target):
     config.input_shape, config.class_names, config.num_classes = shape, names, len(names)
     if config.network is None:
         config.network = default_network(shape)
-    get_network(config.network, shape)  # an input too small for it is refused here
+    try:
+        network = get_network(config.network)
+    except ValueError as error:  # the model's own words: "unknown network ..."
+        raise UserError(str(error)) from None
+    if not network.fits(shape):
+        need = network.min_input_size()
+        raise UserError(f"--input-shape {','.join(map(str, shape))} is too small for "
+                        f"--network {config.network}, which needs at least {need}x{need} images; "
+                        f"pass a larger --input-shape (e.g. {need},{need},{shape[2]}) or another "
+                        "--network")
     return config
 
 

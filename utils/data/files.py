@@ -1,4 +1,5 @@
-"""Domains from the user's files: image folders and `.npz` arrays, decoded once and cached.
+"""Image-folder domains: image files decoded once and cached. One format of
+utils/data/formats.py: a SPEC that is a folder.
 
 Folders follow `keras.utils.image_dataset_from_directory` (labels="inferred"):
 one subfolder per class, class names sorted, images found by walking each
@@ -22,6 +23,7 @@ import os
 
 import numpy as np
 
+from utils.data.domain import LAYOUT_HINT, Domain
 from utils.io import UserError, atomic_save
 
 IMAGE_EXTENSIONS = (".bmp", ".gif", ".jpeg", ".jpg", ".png")
@@ -29,12 +31,9 @@ CACHE_FOLDER = ".dann-cache"
 # Bumped whenever decoding changes what lands in the cache.
 DECODE_VERSION = 1
 DECODE_BATCH = 256
-LAYOUT_HINT = ("a domain is mnist, mnist_m, a folder with one subfolder of images per class "
-               "(optionally below train/ and test/), a folder of unlabelled images, or a .npz "
-               "with x_train, y_train, x_test and y_test")
 
 
-def _is_image(name):
+def is_image(name):
     return name.lower().endswith(IMAGE_EXTENSIONS)
 
 
@@ -76,8 +75,8 @@ class Listing:
             self.labels = np.array(labels, np.int64)
         else:
             self.class_names, self.labels = (), None
-            self.files = [os.path.join(folder, name) for name in names if _is_image(name)]
-            self.ignored += [os.path.join(folder, name) for name in names if not _is_image(name)]
+            self.files = [os.path.join(folder, name) for name in names if is_image(name)]
+            self.ignored += [os.path.join(folder, name) for name in names if not is_image(name)]
         if not self.files:
             raise UserError(f"{flag} {folder} holds no images; {LAYOUT_HINT}")
 
@@ -108,23 +107,12 @@ def walk_images(folder, flag):
     for root, dirs, names in os.walk(folder, onerror=unreadable):
         dirs[:] = _visible(dirs)
         for name in _visible(names):
-            (images if _is_image(name) else others).append(os.path.join(root, name))
+            (images if is_image(name) else others).append(os.path.join(root, name))
     return images, others
-
-
-def _npz_spec(spec, flag):
-    """True for a .npz domain, False for a folder; a UserError for any other file."""
-    if not os.path.isfile(spec):
-        return False
-    if not spec.lower().endswith(".npz"):
-        raise UserError(f"{flag} {spec} is a file but not a .npz; {LAYOUT_HINT}")
-    return True
 
 
 def folder_splits(root, flag):
     """{"train": Listing, "test": Listing or None} of a folder domain."""
-    if not os.path.exists(root):
-        raise UserError(f"{flag} {root}: no such folder or .npz file; {LAYOUT_HINT}")
     names = _listdir(root, flag)
     if "train" in names and set(names) <= {"train", "test"} and os.path.isdir(
             os.path.join(root, "train")):
@@ -290,113 +278,19 @@ def load_listing(root, split, listing, shape, resize, flag):
     return images
 
 
-def _npz_arrays(path, flag, labelled_required):
-    """{key: array} of a Keras-layout .npz, read without pickles."""
-    try:
-        archive = np.load(path, allow_pickle=False)
-    except (OSError, ValueError, EOFError) as error:
-        raise UserError(f"{flag} {path} is not a readable .npz ({type(error).__name__}); "
-                        f"{LAYOUT_HINT}") from None
-    with archive:
-        keys = set(archive.files)
-        required = ["x_train", "x_test"]
-        if labelled_required or keys & {"y_train", "y_test"}:
-            required += ["y_train", "y_test"]
-        missing = [key for key in required if key not in keys]
-        if missing:
-            raise UserError(f"{flag} {path} has no {', '.join(missing)}; a domain .npz holds "
-                            "x_train, y_train, x_test and y_test (as Keras' mnist.npz; a target "
-                            "may leave out both y_ arrays)")
-        arrays = {}
-        for key in required + (["class_names"] if "class_names" in keys else []):
-            try:
-                arrays[key] = archive[key]
-            except ValueError as error:
-                raise UserError(f"{flag} {path}: {key} cannot be read without pickle ({error}); "
-                                "save it as a plain numeric array") from None
-    return arrays
+def is_folder(spec):
+    """True when `spec` is a folder (this format's test in utils/data/formats.py)."""
+    return os.path.isdir(spec)
 
 
-def _to_shape(images, shape, resize, flag, path, key):
-    """N x H x W (x C) uint8 images converted to `shape` (channels, and size if `resize`)."""
-    if images.dtype != np.uint8:
-        raise UserError(f"{flag} {path}: {key} is {images.dtype}, not uint8 images (0-255); "
-                        "save it with .astype(np.uint8)")
-    if images.ndim == 3:
-        images = images[..., None]
-    if images.ndim != 4 or images.shape[-1] not in (1, 2, 3, 4) or not len(images):
-        raise UserError(f"{flag} {path}: {key} has shape {images.shape}, not N x H x W or "
-                        "N x H x W x C images (C from 1 to 4)")
-    height, width, channels = shape
-    stored = images.shape[-1]
-    if channels == 3:
-        images = images[..., :3] if stored >= 3 else np.repeat(images[..., :1], 3, axis=-1)
-    elif stored >= 3:
-        weights = np.array([0.2989, 0.5870, 0.1140], np.float32)  # tf.image.rgb_to_grayscale's
-        images = np.round(images[..., :3].astype(np.float32) @ weights)[..., None].astype(np.uint8)
-    else:
-        images = images[..., :1]
-    if images.shape[1:3] != (height, width):
-        if not resize:
-            raise UserError(f"{flag} {path}: {key} holds {images.shape[1]}x{images.shape[2]} "
-                            f"images, not {height}x{width}; pass --input-shape H,W,C to resize")
-        import tensorflow as tf
-
-        resized = [tf.image.resize(images[i:i + 4096], [height, width], method="bilinear")
-                   for i in range(0, len(images), 4096)]
-        images = np.concatenate([np.round(np.clip(r.numpy(), 0, 255)).astype(np.uint8)
-                                 for r in resized])
-    return np.ascontiguousarray(images)
-
-
-def _npz_labels(arrays, flag, path, key, count):
-    labels = arrays[key]
-    if not np.issubdtype(labels.dtype, np.integer) or labels.shape != (count,):
-        raise UserError(f"{flag} {path}: {key} must be {count} integer labels, found "
-                        f"{labels.dtype} {labels.shape}")
-    if count and labels.min() < 0:
-        raise UserError(f"{flag} {path}: {key} has negative labels")
-    return labels.astype(np.int64)
-
-
-def load_npz(path, flag, shape, resize):
-    from utils.data.domains import Domain
-
-    arrays = _npz_arrays(path, flag, labelled_required=flag == "--source")
-    train = _to_shape(arrays["x_train"], shape, resize, flag, path, "x_train")
-    test = _to_shape(arrays["x_test"], shape, resize, flag, path, "x_test")
-    if "y_train" not in arrays:
-        return Domain(path, os.path.basename(path), (), train, None, test, None)
-    train_labels = _npz_labels(arrays, flag, path, "y_train", len(train))
-    test_labels = _npz_labels(arrays, flag, path, "y_test", len(test))
-    count = int(max(train_labels.max(initial=0), test_labels.max(initial=0))) + 1
-    if "class_names" in arrays:
-        names = tuple(str(name) for name in arrays["class_names"])
-        if len(names) < count:
-            raise UserError(f"{flag} {path}: class_names lists {len(names)} classes but the "
-                            f"labels go up to {count - 1}")
-    else:
-        names = tuple(str(label) for label in range(count))
-    return Domain(path, os.path.basename(path), names, train, train_labels, test, test_labels)
-
-
-def probe(spec, flag):
-    """((H, W), channels) of a file domain's first image, decoding only that one."""
-    if _npz_spec(spec, flag):
-        images = _npz_arrays(spec, flag, labelled_required=False)["x_train"]
-        if images.ndim not in (3, 4) or not len(images):
-            raise UserError(f"{flag} {spec}: x_train has shape {images.shape}, not N x H x W or "
-                            "N x H x W x C images")
-        return tuple(images.shape[1:3]), (images.shape[3] if images.ndim == 4 else 1)
+def probe(spec, flag, data_dir=None):
+    """((H, W), channels) of a folder domain's first image, decoding only that one."""
     return probe_image(folder_splits(spec, flag)["train"].files[0], flag)
 
 
-def load(spec, flag, shape, resize):
-    """The Domain of a folder or .npz `spec` at `shape`."""
-    from utils.data.domains import Domain
-
-    if _npz_spec(spec, flag):
-        return load_npz(spec, flag, shape, resize)
+def load(spec, flag, shape, resize, data_dir=None, num_classes=None):
+    """The Domain of the folder `spec` at `shape` (`data_dir` and `num_classes` do not apply:
+    the classes are the subfolders)."""
     splits = folder_splits(spec, flag)
     _report_ignored(flag, spec, splits)
     train, test = splits["train"], splits["test"]
