@@ -15,7 +15,7 @@ import pytest
 
 from tests.conftest import ROOT, png_size
 from utils import plot_results
-from utils.reproduce import PUBLISHED
+from utils.reproduce_table import PUBLISHED
 
 README = os.path.join(ROOT, "README.md")
 DOC_PAGES = sorted(glob.glob(os.path.join(ROOT, "docs", "**", "*.md"), recursive=True))

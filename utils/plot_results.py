@@ -12,7 +12,7 @@ row per seed, each naming the table it comes from, so the figure shows exactly w
 the docs say. A short bar marks each column's mean. The horizontal lines are the
 published MNIST -> MNIST-M figures of both versions of the paper, drawn across the
 columns of their mode: Ganin & Lempitsky, ICML 2015 (arXiv 1409.7495), Table 1, and
-Ganin et al., JMLR 2016 (arXiv 1505.07818), Table 2 (utils.reproduce.PUBLISHED).
+Ganin et al., JMLR 2016 (arXiv 1505.07818), Table 2 (utils.reproduce_table.PUBLISHED).
 
 With --output-root, the seeds of your own reproductions
 (`logs/reproduce/<recipe>/results.json` under ROOT, written by `utils.reproduce`)
@@ -27,7 +27,8 @@ import statistics
 
 from utils.figures import new_figure, save_png
 from utils.io import ArgumentParser, UserError, run_main
-from utils.reproduce import MODES, PUBLISHED
+from utils.reproduce import MODES
+from utils.reproduce_table import PUBLISHED
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 TABLE = os.path.join(ROOT, "docs", "results", "recipe_seeds.csv")
