@@ -27,13 +27,14 @@ import tempfile
 import time
 
 import create_mnistm
-from config.config import DANNConfig, add_config_arguments, check_run_name, config_from_args
+from config.cli import add_config_arguments, config_from_args
+from config.config import DANNConfig
 from utils.data import MNIST_M_PICKLE, MNIST_PICKLE, load_run_domains
 from utils.data.domains import fill_config, is_builtin
 from utils.io import (ArgumentParser, UserError, ensure_writable_dir, free_space, one_line,
                       run_main)
 from utils.training.run_lock import RunLock, process_alive
-from utils.runs import config_file, results_file, run_dirs
+from utils.runs import check_run_name, config_file, results_file, run_dirs
 
 # What TensorFlow's file writers say when the disk or the folder fails them.
 WRITE_FAILURES = ("No space left", "Disk quota", "Read-only file system", "Permission denied",
