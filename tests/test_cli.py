@@ -1,4 +1,4 @@
-"""Issue 10, "a CLI that explains itself": every flag has help with its default and
+"""A command line that explains itself: every flag has help with its default and
 allowed values, taken from DANNConfig's docstring; prefixes of flags are refused."""
 import argparse
 import dataclasses
