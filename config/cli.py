@@ -1,6 +1,6 @@
 """The command line of a run's config: one `--field-name` flag per DANNConfig field, with
 its help taken from the field's description in DANNConfig's docstring (the text exists
-once), and the config a command line asks for (`config_from_args`, `resolve_config`).
+once), and the config a train command line asks for (`resolve_config`).
 """
 import argparse
 import dataclasses
@@ -10,7 +10,7 @@ import time
 from typing import Optional, Tuple
 
 from config.checks import INPUT_NORMALISATIONS, MODES, ON_COLLAPSE, PRECISIONS, STRATEGIES
-from config.config import FROM_DATA, DANNConfig
+from config.config import FROM_DATA, DANNConfig, config_from_args
 from config.recipes import RECIPES, recipe_fields
 from model import NETWORKS
 from utils.io import UserError
@@ -146,16 +146,6 @@ def add_config_arguments(parser):
         else:
             metavar = "{" + ",".join(options) + "}" if options else field.name.upper()
             parser.add_argument(flag, type=_PARSERS[field.type], metavar=metavar, help=help_text)
-
-
-def config_from_args(args, **overrides):
-    """Builds a DANNConfig from parsed flags: the recipe's values (--recipe, or
-    `default`), then every flag given explicitly, then `overrides`."""
-    values = recipe_fields(getattr(args, "recipe", None) or "default")
-    values.update({field.name: getattr(args, field.name) for field in dataclasses.fields(DANNConfig)
-                   if getattr(args, field.name, None) is not None})
-    values.update(overrides)
-    return DANNConfig(**values)
 
 
 def resolve_config(args):

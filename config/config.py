@@ -9,10 +9,6 @@ settings. Every recipe setting was chosen on the labelled validation split
 held out of MNIST-M train (`target_val_size`), never on the MNIST-M test set:
 the runs behind each choice are in the README, "How the recipes were chosen".
 
-Beside this file: config/checks.py (the allowed values and the rules
-`validate` applies) and config/cli.py (one flag per field, and the config a
-command line asks for).
-
 Deviations of the default from the paper, and why:
   * Input normalisation: each image's channels are standardised
     (`input_norm="instance"`, Shu et al., ICLR 2018) instead of subtracting
@@ -47,6 +43,7 @@ from typing import Optional, Tuple
 # The allowed values live with the rules that check them; importable from here as well.
 from config.checks import (INPUT_NORMALISATIONS, MODES, ON_COLLAPSE, PRECISIONS,  # noqa: F401
                            STRATEGIES, check_fields)
+from config.recipes import recipe_fields
 from utils.data import DATA_DIR
 from utils.io import UserError, atomic_write_json, atomic_write_text
 
@@ -334,3 +331,13 @@ def config_changes(saved, wanted, ignored=()):
             for field, value in wanted.items()
             if field not in ignored and shown(saved.get(field)) != shown(value)]
 
+
+def config_from_args(args, **overrides):
+    """Builds a DANNConfig from parsed flags (config/cli.py) or any namespace of field
+    values: the recipe's values (--recipe, or `default`), then every value given (not
+    None), then `overrides`."""
+    values = recipe_fields(getattr(args, "recipe", None) or "default")
+    values.update({field.name: getattr(args, field.name) for field in dataclasses.fields(DANNConfig)
+                   if getattr(args, field.name, None) is not None})
+    values.update(overrides)
+    return DANNConfig(**values)
