@@ -21,22 +21,16 @@ import urllib.request
 import zipfile
 import zlib
 
-try:
-    import fcntl
-except ImportError:  # Windows: no flock, builds are not serialised
-    fcntl = None
-
 import cv2
 import numpy as np
 
-from utils.data import MNIST_M_PICKLE, MNIST_PICKLE, pixel_mean
+from utils.data import DATA_DIR, MNIST_M_PICKLE, MNIST_PICKLE, pixel_mean
 from utils.io import (ArgumentParser, UserError, atomic_write_bytes, atomic_write_pickle,
                       ensure_writable_dir, free_space, run_main)
+from utils.training.run_lock import folder_lock
 
-DEFAULT_DATA_DIR = os.path.join("model_data", "dataset")
-# The build seed, also used when train_MNIST2MNIST_M.py builds the pickles itself,
-# so both give the same bytes.
-DEFAULT_SEED = 42
+DEFAULT_DATA_DIR = DATA_DIR
+DEFAULT_SEED = 42  # also ensure_pickles' seed: both builds give the same bytes
 BSDS_TRAIN_PREFIX = "BSR/BSDS500/data/images/train/"
 BSDS_URLS = (
     "http://www.eecs.berkeley.edu/Research/Projects/CS/vision/grouping/BSR/BSR_bsds500.tgz",
@@ -55,11 +49,8 @@ OTHER_MAGIC = {b"\x1f\x8b": "a gzip file, e.g. a .tgz like the BSDS500 archive",
 
 
 def check_npz(path):
-    """Raises UserError when `path` exists but is not an npz (zip) file at all.
-
-    np.load would otherwise read a .tgz as a pickle and answer with advice
-    about allow_pickle (issue 10), or return a bare array for a .npy file.
-    """
+    """Raises UserError when `path` exists but is not an npz (zip) file: np.load would read
+    a .tgz as a pickle (and advise about allow_pickle), or a .npy as a bare array."""
     try:
         with open(path, "rb") as handle:
             head = handle.read(8)
@@ -111,9 +102,8 @@ def _read_archive_members(path):
         members = sorted((m for m in archive.getmembers()
                           if m.isfile() and m.name.startswith(BSDS_TRAIN_PREFIX)
                           and m.name.endswith(".jpg")), key=lambda m: m.name)
-        # Reading on to the end makes gzip/bz2/xz check the stream's CRC, which
-        # tarfile alone never does: a flipped byte would otherwise decode as a
-        # silently different background, a cut-off trailer go unnoticed.
+        # Reading to the end makes gzip/bz2/xz check the CRC, which tarfile never does: a
+        # flipped byte would decode as another background, a cut-off trailer go unnoticed.
         while archive.fileobj.read(1 << 20):
             pass
         for member in members:
@@ -145,10 +135,8 @@ def load_bsds_backgrounds(path):
 def blend_digits(digits, backgrounds, rng):
     """MNIST-M images: |random 28x28 crop of a random background - binarised RGB digit|.
 
-    With the digit binarised to 0 or 255, |crop - digit| is `255 - crop` on the
-    stroke and `crop` elsewhere. Vectorised per background image: the crops of
-    all digits drawn on one background are one gather from its window view.
-    """
+    With the digit 0 or 255, |crop - digit| is `255 - crop` on the stroke and `crop`
+    elsewhere. The crops of all digits drawn on one background are one gather."""
     strokes = (digits > 0)[..., None]
     choice = rng.integers(len(backgrounds), size=len(digits))
     # Crop corners for every digit, drawn up front so the result does not depend on grouping.
@@ -195,11 +183,8 @@ def _download(urls, destination):
 
 
 def resolve_bsds(path, data_dir):
-    """An explicit path, then BSR_bsds500.tgz or .zip in `data_dir`, then a download.
-
-    `_download` keeps the URL's suffix, so the mirror leaves a .zip: looking
-    for it too means the next build does not download again (issue 10).
-    """
+    """An explicit path, then BSR_bsds500.tgz or .zip in `data_dir`, then a download (which
+    keeps the URL's suffix: looking for the mirror's .zip too spares the next build a download)."""
     if path:
         return path
     local = os.path.join(data_dir, "BSR_bsds500.tgz")
@@ -246,7 +231,7 @@ def build(mnist, backgrounds, seed):
 @contextlib.contextmanager
 def _sigterm_as_exit():
     """SIGTERM raises SystemExit(143) in the block, as SIGINT raises KeyboardInterrupt, so
-    the atomic writes remove their temporary files on either (issue 19)."""
+    the atomic writes remove their temporary files on either (a killed build leaves none)."""
     def stop(signum, frame):
         raise SystemExit(128 + signum)
 
@@ -261,17 +246,22 @@ def _sigterm_as_exit():
         signal.signal(signal.SIGTERM, previous)
 
 
+def pickle_paths(out_dir):
+    """The paths of the MNIST and MNIST-M pickles under `out_dir`."""
+    return [os.path.join(out_dir, sub) for sub in (MNIST_PICKLE, MNIST_M_PICKLE)]
+
+
 def remove_stale_temporaries(out_dir):
     """Deletes the `.tmp-*` files an earlier, killed build of these pickles left behind."""
-    for sub in (MNIST_PICKLE, MNIST_M_PICKLE):
-        pattern = os.path.join(out_dir, os.path.dirname(sub), ".tmp-*" + os.path.basename(sub))
+    for pickle_path in pickle_paths(out_dir):
+        pattern = os.path.join(os.path.dirname(pickle_path), ".tmp-*" + os.path.basename(pickle_path))
         for path in glob.glob(pattern):
             os.remove(path)
             print(f"removed {path}, left by an interrupted build")
 
 
 def write_pickle(path, data):
-    """atomic_write_pickle, with a full disk (or another OS error) as one line (issue 19)."""
+    """atomic_write_pickle, with a full disk (or another OS error) as one line, not a trace."""
     try:
         atomic_write_pickle(path, data)
     except OSError as error:
@@ -282,59 +272,20 @@ def write_pickle(path, data):
                         "or choose another --out-dir, then run the command again") from None
 
 
-@contextlib.contextmanager
-def build_lock(out_dir):
-    """One build of the pickles in `out_dir` at a time: a second one (another worker of a
-    multi-worker run on a shared --data-dir, say) waits for the first.
-
-    An advisory flock on the folder itself: the kernel releases it when its holder exits,
-    even by kill -9, so a stale lock cannot exist, and it leaves no file behind. Where the
-    file system has no flock, builds are not serialised (as before).
-    """
-    if fcntl is None:
-        yield
-        return
-    handle = os.open(out_dir, os.O_RDONLY)
-    try:
-        try:
-            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            print(f"another process is building the pickles in {out_dir}; waiting for it",
-                  flush=True)
-            fcntl.flock(handle, fcntl.LOCK_EX)
-        except OSError:
-            pass
-        yield
-    finally:
-        os.close(handle)  # releases the lock
-
-
-def pickles_present(out_dir):
-    """Whether both pickles are in `out_dir` (written atomically: present means whole)."""
-    return all(os.path.exists(os.path.join(out_dir, sub)) for sub in (MNIST_PICKLE, MNIST_M_PICKLE))
-
-
+# SIGTERM, as SIGINT, leaves no temporary file of the build behind.
+@_sigterm_as_exit()
 def build_pickles(out_dir, mnist_path=None, bsds_path=None, seed=DEFAULT_SEED,
                   source_dir=DEFAULT_DATA_DIR, unless_built=False):
-    """Finds the inputs (flags, then `source_dir`, then the Keras cache or a
-    download), builds MNIST and MNIST-M and writes both pickles under `out_dir`.
+    """Finds the inputs (flags, then `source_dir`, then the Keras cache or a download),
+    builds MNIST and MNIST-M and writes both pickles under `out_dir`; `ensure_pickles`
+    uses it too, so both find the data alike.
 
-    Used by this script and by train_MNIST2MNIST_M.py when the pickles are
-    missing, so both look for the data the same way. The output folders are
-    created up front (a bad --out-dir fails before any work), and removed
-    again if the build fails, so a failure leaves no empty MNIST/ and MNIST_M/
-    behind (issue 10). SIGINT and SIGTERM leave no temporary file, and a
-    build removes those of an earlier build that was killed (issue 19). Builds into
-    one folder take turns (`build_lock`); with `unless_built`, one that finds the
-    pickles written by the build it waited for does not build them again.
+    The output folders are made first (a bad --out-dir fails before any work) and removed
+    if the build fails (no empty MNIST/ is later taken for data). A build removes the
+    temporary files of a killed one. Builds into one folder take turns (`folder_lock`);
+    with `unless_built`, one that finds the pickles built meanwhile builds nothing.
     """
-    with _sigterm_as_exit():
-        _build_pickles(out_dir, mnist_path, bsds_path, seed, source_dir, unless_built)
-
-
-def _build_pickles(out_dir, mnist_path, bsds_path, seed, source_dir, unless_built):
-    folders = [out_dir] + [os.path.dirname(os.path.join(out_dir, sub))
-                           for sub in (MNIST_PICKLE, MNIST_M_PICKLE)]
+    folders = [out_dir] + [os.path.dirname(path) for path in pickle_paths(out_dir)]
     created = []  # every folder this call makes, parents before children
     try:
         for folder in folders:
@@ -344,8 +295,10 @@ def _build_pickles(out_dir, mnist_path, bsds_path, seed, source_dir, unless_buil
                 parent = os.path.dirname(parent)
             ensure_writable_dir(folder)
             created.extend(missing)
-        with build_lock(out_dir):
-            if unless_built and pickles_present(out_dir):
+        with folder_lock(out_dir, f"another process is building the pickles in {out_dir}; "
+                         "waiting for it"):
+            # Written atomically: a pickle present is whole.
+            if unless_built and all(map(os.path.exists, pickle_paths(out_dir))):
                 print(f"the pickles in {out_dir} were built meanwhile by another process")
                 return
             # Under the lock, any temporary file is a dead build's, never a live one's.
@@ -367,6 +320,44 @@ def _build_pickles(out_dir, mnist_path, bsds_path, seed, source_dir, unless_buil
                 pass
         raise
     print(f"{len(backgrounds)} BSDS500 backgrounds, seed {seed}")
+
+
+def ensure_pickles(data_dir, mnist_path=None, bsds_path=None, resume=False, builtin_used=True):
+    """For train_MNIST2MNIST_M.py: builds the pickles into `data_dir` when it holds neither.
+
+    Only for a run that uses a built-in domain, only for a new run (a resumed one continues
+    on its data), only when both are missing (one alone is a damaged folder: loading names
+    the missing file, where a rebuild would replace the other), and only into the default
+    folder or an empty or missing one. --mnist-path/--bsds-path are refused where they
+    would be ignored, not dropped."""
+    if not builtin_used:
+        if mnist_path or bsds_path:
+            raise UserError("--mnist-path/--bsds-path build the built-in mnist_m domain, which "
+                            "this run does not use; drop them")
+        return
+    present = [os.path.exists(path) for path in pickle_paths(data_dir)]
+    if (mnist_path or bsds_path) and resume:
+        raise UserError("--mnist-path/--bsds-path cannot be used with --resume: a resumed run "
+                        "continues on the data it started with; drop them")
+    if (mnist_path or bsds_path) and any(present):
+        raise UserError(f"{data_dir} already holds pickles, so --mnist-path/--bsds-path would be "
+                        "ignored; drop them, or rebuild with `python create_mnistm.py --out-dir "
+                        f"{data_dir}` and those flags")
+    if resume or any(present):
+        return
+    # Else a mistyped --data-dir, or a folder of the user's images, gets 330 MB of pickles.
+    others = sorted(name for name in (os.listdir(data_dir) if os.path.isdir(data_dir) else [])
+                    if not name.startswith(".") and name not in ("MNIST", "MNIST_M"))
+    if others and os.path.abspath(data_dir) != os.path.abspath(DEFAULT_DATA_DIR):
+        shown = ", ".join(others[:3]) + (f" and {len(others) - 3} more" if len(others) > 3 else "")
+        raise UserError(f"--data-dir {data_dir} holds other files ({shown}) but not "
+                        f"{MNIST_PICKLE} and {MNIST_M_PICKLE}; point --data-dir at the folder "
+                        "that holds the pickles, or at an empty folder to build them there "
+                        f"(`python create_mnistm.py --out-dir {data_dir}`)")
+    print(f"no pickles in {data_dir}; building MNIST-M first (as `python create_mnistm.py "
+          f"--out-dir {data_dir}` does)", flush=True)
+    # Several workers on a shared --data-dir take turns; the later ones find them built.
+    build_pickles(data_dir, mnist_path, bsds_path, unless_built=True)
 
 
 def add_source_arguments(parser, use=""):
@@ -392,12 +383,8 @@ def build_parser():
     return parser
 
 
-def parse_args(argv=None):
-    return build_parser().parse_args(argv)
-
-
 def main(argv=None):
-    args = parse_args(argv)
+    args = build_parser().parse_args(argv)
     build_pickles(args.out_dir, args.mnist_path, args.bsds_path, args.seed)
 
 

@@ -2,8 +2,9 @@
 
 The method is that of Ganin & Lempitsky, "Unsupervised Domain Adaptation by
 Backpropagation" (ICML 2015, arXiv 1409.7495, Sec. 3 and 5.2.2; journal version
-Ganin et al., JMLR 2016, arXiv 1505.07818). The field defaults are the
-`default` recipe of config/recipes.py; `--recipe paper` restores the paper's
+Ganin et al., JMLR 2016, arXiv 1505.07818). The field defaults below are the
+`default` recipe, stated only here: the other recipes of config/recipes.py
+state only how they differ from them; `--recipe paper` restores the paper's
 settings. Every recipe setting was chosen on the labelled validation split
 held out of MNIST-M train (`target_val_size`), never on the MNIST-M test set:
 the runs behind each choice are in the README, "How the recipes were chosen".
@@ -34,21 +35,18 @@ Deviations of the default from the paper, and why:
     source-only baseline) while the domain accuracy still reports how
     separable the two domains are.
 """
-import argparse
 import dataclasses
 import json
 import os
-import re
 from typing import Optional, Tuple
 
-from model.networks import NETWORKS
+# The allowed values live with the rules that check them; importable from here as well.
+from config.checks import (INPUT_NORMALISATIONS, MODES, ON_COLLAPSE, PRECISIONS,  # noqa: F401
+                           STRATEGIES, check_fields)
+from config.recipes import recipe_fields
+from utils.data import DATA_DIR
 from utils.io import UserError, atomic_write_json, atomic_write_text
 
-MODES = ("dann", "source_only", "target_only")
-INPUT_NORMALISATIONS = ("mean", "instance")
-STRATEGIES = ("default", "mirrored", "multi_worker")
-PRECISIONS = ("float32", "mixed_bfloat16", "mixed_float16")
-ON_COLLAPSE = ("rollback", "stop")
 # Fields that, left unset (None), are filled from the data when a run starts.
 FROM_DATA = ("input_shape", "num_classes", "class_names", "network")
 MNIST_TRAIN_SIZE = 60000
@@ -230,7 +228,7 @@ class DANNConfig:
     epochs: int = 4
     steps_per_epoch: Optional[int] = 8000
     seed: int = 42
-    data_dir: str = "model_data/dataset"
+    data_dir: str = DATA_DIR
     run_name: Optional[str] = None
     log_every_steps: int = 100
     checkpoint_every_steps: int = 1000
@@ -291,70 +289,8 @@ class DANNConfig:
         return self.adaptation_steps + self.refine_steps
 
     def validate(self):
-        """Raises UserError naming the first invalid field and how to fix it."""
-        if self.mode not in MODES:
-            raise UserError(f"unknown mode {self.mode!r}; use one of {', '.join(MODES)}")
-        if self.on_collapse not in ON_COLLAPSE:
-            raise UserError(f"unknown on_collapse {self.on_collapse!r}; use one of "
-                            f"{', '.join(ON_COLLAPSE)}")
-        if self.precision not in PRECISIONS:
-            raise UserError(f"unknown precision {self.precision!r}; use one of "
-                            f"{', '.join(PRECISIONS)}")
-        if self.strategy not in STRATEGIES:
-            raise UserError(f"unknown strategy {self.strategy!r}; use one of {', '.join(STRATEGIES)}")
-        def require_positive(name):
-            if not getattr(self, name) > 0:
-                raise UserError(f"{name} must be positive, got {getattr(self, name)}; "
-                                f"pass --{name.replace('_', '-')} with a value > 0")
-
-        # The batch size comes first: an odd or non-positive one leaves
-        # steps_per_epoch unset (None), which the loop below could not compare.
-        require_positive("batch_size")
-        if self.batch_size % 2:
-            raise UserError(f"batch_size must be even to split into source and target halves, "
-                            f"got {self.batch_size}; pass e.g. --batch-size {self.batch_size + 1}")
-        for name in ("learning_rate", "epochs", "steps_per_epoch", "log_every_steps",
-                     "checkpoint_every_steps", "checkpoint_every_seconds", "max_to_keep", "eval_batch_size",
-                     "eval_every_steps", "steps_per_call", "refine_interval",
-                     "refine_learning_rate"):
-            require_positive(name)
-        if self.num_classes is not None:
-            require_positive("num_classes")
-        if self.network is not None and self.network not in NETWORKS:
-            raise UserError(f"unknown network {self.network!r}; use one of {', '.join(NETWORKS)}")
-        for name in ("source", "target"):
-            if not str(getattr(self, name)).strip():
-                raise UserError(f"{name} is empty; pass --{name} mnist, mnist_m, a folder or a .npz")
-        for name in ("lr_alpha", "lr_beta", "grl_gamma", "target_val_size", "entropy_weight",
-                     "vat_weight", "domain_loss_weight", "clip_norm",
-                     "eval_subset", "source_val_size", "collapse_probe_size", "max_rollbacks",
-                     "refine_steps", "refine_kl_weight", "refine_entropy_weight",
-                     "refine_vat_weight"):
-            if getattr(self, name) < 0:
-                raise UserError(f"{name} must be >= 0, got {getattr(self, name)}; pass "
-                                f"--{name.replace('_', '-')} with a value >= 0")
-        if not 0 <= self.momentum < 1:
-            raise UserError(f"momentum must be in [0, 1), got {self.momentum}")
-        if not 0 <= self.ema_decay < 1:
-            raise UserError(f"ema_decay must be in [0, 1), got {self.ema_decay}; 0 turns it off")
-        for name in ("entropy_start", "vat_start"):
-            if not 0 <= getattr(self, name) < 1:
-                raise UserError(f"{name} must be in [0, 1), got {getattr(self, name)}; pass "
-                                f"--{name.replace('_', '-')} with a value in [0, 1)")
-        require_positive("vat_radius")
-        if self.refine_steps and self.mode != "dann":
-            raise UserError(f"refine_steps refines a domain-adapted model on the target, but mode is "
-                            f"{self.mode!r}; use --mode dann or --refine-steps 0")
-        if self.input_norm not in INPUT_NORMALISATIONS:
-            raise UserError(f"unknown input_norm {self.input_norm!r}; use one of "
-                            f"{', '.join(INPUT_NORMALISATIONS)}")
-        if self.input_shape is not None and (len(self.input_shape) != 3
-                                             or min(self.input_shape) <= 0
-                                             or self.input_shape[2] not in (1, 3)):
-            raise UserError(f"input_shape must be height, width and 1 or 3 channels, got "
-                            f"{self.input_shape}; pass e.g. --input-shape 64,64,3")
-        if self.run_name is not None:
-            check_run_name(self.run_name)
+        """Raises UserError naming the first invalid field and how to fix it (config/checks.py)."""
+        check_fields(self)
 
     def to_dict(self):
         return dataclasses.asdict(self)
@@ -396,171 +332,10 @@ def config_changes(saved, wanted, ignored=()):
             if field not in ignored and shown(saved.get(field)) != shown(value)]
 
 
-def check_run_name(name):
-    """Raises UserError unless `name` is a relative path without `..` (issue 10) that
-    does not collide with config/'s code nor hide its folders behind a dot (issue 19).
-
-    logs/<run>, checkpoints/<run> and config/<run> are joined under the output
-    root; an absolute name or a `..` component would put them elsewhere.
-    """
-    parts = str(name).replace("\\", "/").split("/")
-    if not str(name).strip() or os.path.isabs(name) or ".." in parts \
-            or all(part in ("", ".") for part in parts):
-        raise UserError(f"run name {name!r} must stay inside the output root: a relative name "
-                        "without '..', e.g. --run-name my_run (use --output-root to choose "
-                        "where runs go)")
-    # config/<run> shares config/ with this package's code (issue 19): a run named after
-    # a module, or a hidden or cache folder, would collide with it or be hidden.
-    first = [part for part in parts if part not in ("", ".")][0]
-    if first.endswith(".py") or first.startswith("__init__") or first == "__pycache__":
-        raise UserError(f"run name {name!r} collides with the code in config/; choose another "
-                        "--run-name, e.g. my_run")
-    hidden = next((part for part in parts if part.startswith(".") and part != "."), None)
-    if hidden:
-        raise UserError(f"run name {name!r} has a part starting with a dot ({hidden!r}), which "
-                        "would hide its folders; choose another --run-name, e.g. my_run")
-
-
-def _parse_bool(text):
-    lowered = str(text).lower()
-    if lowered in ("1", "true", "yes", "on"):
-        return True
-    if lowered in ("0", "false", "no", "off"):
-        return False
-    raise argparse.ArgumentTypeError(f"expected true or false, got {text!r}")
-
-
-def _parse_shape(text):
-    try:
-        return tuple(int(part) for part in text.split(","))
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected H,W,C, got {text!r}") from None
-
-
-def _parse_names(text):
-    names = tuple(part.strip() for part in text.split(","))
-    if not all(names):
-        raise argparse.ArgumentTypeError(f"expected comma-separated class names, got {text!r}")
-    return names
-
-
-def _parse_optional_int(text):
-    if text.lower() == "none":
-        return None
-    try:
-        return int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected an integer or none, got {text!r}") from None
-
-
-_PARSERS = {
-    bool: _parse_bool, int: int, float: float, str: str,
-    Tuple[int, int, int]: _parse_shape, Optional[Tuple[int, int, int]]: _parse_shape,
-    Optional[int]: _parse_optional_int, Optional[str]: str,
-    Optional[Tuple[str, ...]]: _parse_names,
-}
-
-
-def attribute_docs(docstring):
-    """{name: description} from the Google-style `Attributes:` section of `docstring`.
-
-    An entry is a `name: text` line at the section's indentation; more deeply
-    indented lines continue it. The section ends at the first line indented
-    less than its entries (or the end). Descriptions are joined onto one line.
-    """
-    lines = docstring.expandtabs().splitlines()
-    try:
-        start = next(i for i, line in enumerate(lines) if line.strip() == "Attributes:")
-    except StopIteration:
-        return {}
-    docs, name, indent = {}, None, None
-    for line in lines[start + 1:]:
-        if not line.strip():
-            continue
-        depth = len(line) - len(line.lstrip())
-        if indent is None:
-            indent = depth
-        if depth < indent:
-            break
-        match = re.match(r"(\w+): (.*)", line.strip()) if depth == indent else None
-        if match:
-            name = match.group(1)
-            docs[name] = match.group(2)
-        elif name is not None:
-            docs[name] += " " + line.strip()
-    return docs
-
-
-# The help of every train-script flag, taken from DANNConfig's docstring so the
-# text exists once.
-FIELD_DOCS = attribute_docs(DANNConfig.__doc__)
-
-
-def _choices():
-    from config.recipes import RECIPES
-
-    return {"mode": MODES, "strategy": STRATEGIES, "on_collapse": ON_COLLAPSE,
-            "network": tuple(NETWORKS), "input_norm": INPUT_NORMALISATIONS,
-            "recipe": tuple(RECIPES), "precision": PRECISIONS}
-
-
-def _show(value):
-    """A default as the user would type it on the command line."""
-    if isinstance(value, tuple):
-        return ",".join(map(str, value))
-    if isinstance(value, bool):
-        return str(value).lower()
-    return str(value)
-
-
-def flag_defaults():
-    """Each field's default as a run without flags gets it: the default recipe's
-    value where it sets one, else the DANNConfig field default (None = derived)."""
-    from config.recipes import recipe_fields
-
-    defaults = {field.name: field.default for field in dataclasses.fields(DANNConfig)}
-    defaults.update(recipe_fields("default"))
-    return defaults
-
-
-def field_help(name, default, choices=()):
-    """One help line: the attribute's description, its default and allowed values."""
-    # An undocumented field still gets a flag (tests/test_cli.py fails on it instead).
-    text = FIELD_DOCS.get(name, name.replace("_", " ")).rstrip(".")
-    extra = f"default: {'from the data' if default is None and name in FROM_DATA else _show(default)}"
-    if choices:
-        extra += f"; one of: {', '.join(choices)}"
-    # argparse %-formats help strings.
-    return f"{text} ({extra})".replace("%", "%%")
-
-
-def add_config_arguments(parser):
-    """Adds one `--field-name` flag per DANNConfig field, with help from its docstring.
-
-    The flags' own defaults stay None, so config_from_args can tell a flag
-    given from one left out (the recipe fills those); the help shows the value
-    a run without the flag gets. Allowed values are listed, not enforced here:
-    DANNConfig.validate names the bad value in one line.
-    """
-    defaults, choices = flag_defaults(), _choices()
-    for field in dataclasses.fields(DANNConfig):
-        flag = "--" + field.name.replace("_", "-")
-        options = choices.get(field.name, ())
-        help_text = field_help(field.name, defaults[field.name], options)
-        if field.type is bool:
-            # `--deterministic` alone means true; `--deterministic false` also works.
-            parser.add_argument(flag, type=_parse_bool, nargs="?", const=True, metavar="BOOL",
-                                help=help_text)
-        else:
-            metavar = "{" + ",".join(options) + "}" if options else field.name.upper()
-            parser.add_argument(flag, type=_PARSERS[field.type], metavar=metavar, help=help_text)
-
-
 def config_from_args(args, **overrides):
-    """Builds a DANNConfig from parsed flags: the recipe's values (--recipe, or
-    `default`), then every flag given explicitly, then `overrides`."""
-    from config.recipes import recipe_fields
-
+    """Builds a DANNConfig from parsed flags (config/cli.py) or any namespace of field
+    values: the recipe's values (--recipe, or `default`), then every value given (not
+    None), then `overrides`."""
     values = recipe_fields(getattr(args, "recipe", None) or "default")
     values.update({field.name: getattr(args, field.name) for field in dataclasses.fields(DANNConfig)
                    if getattr(args, field.name, None) is not None})

@@ -89,7 +89,7 @@ BUILDER_CASES = {
                                      "cannot create output folder"),
     "unknown flag": (lambda folder, valid: {"--colour": "blue"},
                      "unrecognized arguments: --colour blue"),
-    # Issue 10: numpy would answer with advice about allow_pickle.
+    # numpy would answer with advice about allow_pickle, a remedy for another problem.
     "tgz passed as mnist.npz": (lambda folder, valid: {"--mnist-path": valid["--bsds-path"]},
                                 "is not an npz file: it is a gzip file"),
     "prefix of a flag": (lambda folder, valid: {"--se": 5}, "unrecognized arguments: --se 5"),
@@ -105,7 +105,7 @@ def test_builder_rejects_bad_input_in_one_line(case, builder_inputs, tmp_path):
     message = assert_one_line_failure(run_script(BUILDER_SCRIPT, *flags(values)), expected)
     assert "allow_pickle" not in message
     assert not list(tmp_path.rglob("*.pkl")), "a failed build wrote a pickle"
-    # Issue 10: nor empty MNIST/ and MNIST_M/ folders.
+    # nor empty MNIST/ and MNIST_M/ folders, which would later be taken for data.
     assert not (tmp_path / "out").exists(), list((tmp_path / "out").rglob("*"))
 
 
@@ -135,14 +135,14 @@ TRAIN_CASES = {
     "VAT starting at the end": ({"--vat-start": 1.0}, "vat_start must be in [0, 1), got 1.0"),
     "VAT radius 0": ({"--vat-radius": 0}, "vat_radius must be positive, got 0.0"),
     "unknown flag": ({"--colour": "blue"}, "unrecognized arguments: --colour blue"),
-    # Issue 10: argparse would read a prefix as the flag it starts.
+    # argparse would read a prefix as the flag it starts (--see 5 as --seed 5).
     "prefix of a flag": ({"--see": 5}, "unrecognized arguments: --see 5"),
     "non-numeric steps per epoch": ({"--steps-per-epoch": "many"},
                                     "expected an integer or none, got 'many'"),
-    # Issue 10: run folders must stay inside the output root.
+    # Run folders must stay inside the output root.
     "run name with ..": ({"--run-name": "../escaped"}, "must stay inside the output root"),
     "absolute run name": ({"--run-name": "/tmp/escaped"}, "must stay inside the output root"),
-    # Issue 10: the flag, not the pickle, is the likelier mistake.
+    # The flag, not the pickle, is the likelier mistake: the hint names the flag.
     "input shape unlike the pickles": ({"--input-shape": "32,32,3"},
                                        "the pickles hold 28x28x3 images but --input-shape is "
                                        "32,32,3; pass --input-shape 28,28,3 or rebuild"),
@@ -210,7 +210,7 @@ PICKLE_CASES = {
                     "train must have shape Nx28x28x3, found (256, 28, 28)"),
     "float images": (lambda data_dir: edited_mnist_pickle(data_dir, _make_float),
                      "train must be a uint8 array, found float32"),
-    # Well-formed labels beyond --num-classes: the hint is the flag, not a rebuild (issue 19).
+    # Well-formed labels beyond --num-classes: the hint is the flag, not a rebuild.
     "label out of range": (lambda data_dir: edited_mnist_pickle(data_dir, _add_label_ten),
                            "train_label has values up to 10, outside 0..9; pass --num-classes 11"),
     "truncated pickle": (lambda data_dir: cut_in_half(

@@ -1,4 +1,4 @@
-"""Issue 10, "a CLI that explains itself": every flag has help with its default and
+"""A command line that explains itself: every flag has help with its default and
 allowed values, taken from DANNConfig's docstring; prefixes of flags are refused."""
 import argparse
 import dataclasses
@@ -7,8 +7,9 @@ import pytest
 
 import create_mnistm
 import train_MNIST2MNIST_M
-from config.config import (FIELD_DOCS, INPUT_NORMALISATIONS, MODES, STRATEGIES, DANNConfig,
-                           attribute_docs, flag_defaults)
+from config.checks import INPUT_NORMALISATIONS, MODES, STRATEGIES
+from config.cli import FIELD_DOCS, attribute_docs, flag_defaults
+from config.config import DANNConfig
 from config.recipes import RECIPES, recipe_fields
 from tests.conftest import assert_one_line_failure, run_script
 from utils import samples

@@ -1,6 +1,6 @@
 """`--strategy multi_worker`: two worker processes on 127.0.0.1 train the same run as one
 process with the same global batch, only the chief writes the run, and a run whose worker
-was killed resumes (issue 22)."""
+was killed resumes."""
 import json
 import os
 import signal
@@ -8,13 +8,14 @@ import socket
 import subprocess
 import sys
 import time
+from types import SimpleNamespace
 
 import numpy as np
 import pytest
 
 from tests.conftest import ROOT, assert_one_line_failure, run_script
 from utils.io import UserError
-from utils.training.distribute import cluster_task
+from utils.training.distribute import cluster_task, run_task
 
 TRAIN_SCRIPT = "train_MNIST2MNIST_M.py"
 
@@ -48,6 +49,17 @@ def test_cluster_task_follows_tensorflows_chief_rule():
 def test_a_bad_tf_config_is_named(value, fragment):
     with pytest.raises(UserError, match=fragment):
         cluster_task({"TF_CONFIG": value})
+
+
+def test_a_cluster_run_needs_a_run_name_and_no_init_from(monkeypatch):
+    monkeypatch.setenv("TF_CONFIG", tf_config([1, 2], 1))
+    config = SimpleNamespace(strategy="multi_worker")
+    assert run_task(SimpleNamespace(strategy="default"), None) is None
+    assert run_task(config, "r").name == "worker 1"
+    with pytest.raises(UserError, match="needs --run-name: every worker must name the same run"):
+        run_task(config, None)
+    with pytest.raises(UserError, match="--init-from is not supported with --strategy multi_worker"):
+        run_task(config, "r", init_from="other")
 
 
 def test_multi_worker_without_tf_config_or_run_name_fails_in_one_line(data_dir, tmp_path):

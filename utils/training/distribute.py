@@ -30,6 +30,7 @@ that fails before the workers first meet (bad data on one host, say) meets them
 before it exits (`meet_and_leave`), so the others see a peer failure rather than
 wait for it for ever.
 """
+import contextlib
 import json
 import os
 
@@ -79,6 +80,32 @@ def cluster_task(environ=None):
                 has_chief=bool(members["chief"]))
 
 
+def run_task(config, run_name_given, init_from=None):
+    """This process's Task in a `--strategy multi_worker` run (None for other strategies),
+    refusing what a cluster cannot do: every worker must name the same run (a timestamp
+    would differ), and `--init-from` is trained on one process."""
+    if config.strategy != "multi_worker":
+        return None
+    task = cluster_task()
+    if not run_name_given:
+        raise UserError("--strategy multi_worker needs --run-name: every worker must name the "
+                        "same run")
+    if init_from:
+        raise UserError("--init-from is not supported with --strategy multi_worker; train the "
+                        "refinement phase on one process")
+    return task
+
+
+def is_peer_failure(error, config):
+    """Whether a TensorFlow error is what the collectives raise when another worker died or
+    cannot be reached."""
+    import tensorflow as tf
+
+    return config.strategy == "multi_worker" and isinstance(
+        error, (tf.errors.UnavailableError, tf.errors.DeadlineExceededError,
+                tf.errors.CancelledError, tf.errors.AbortedError))
+
+
 def create_strategy(name):
     """The tf.distribute strategy named `name`. MultiWorkerMirroredStrategy must be created
     before the program's first TensorFlow op (it configures the collective ops)."""
@@ -99,13 +126,27 @@ def meet_and_leave(timeout_seconds=60.0):
     The others wait in MultiWorkerMirroredStrategy() until every worker has joined, with
     no limit. Joining (for at most `timeout_seconds`) before exiting turns this worker's
     failure into one the cluster sees: its heartbeats stop, and the others' collectives
-    fail with a peer failure (train_MNIST2MNIST_M.py names it in one line).
+    fail with a peer failure (`is_peer_failure`; utils/training/outcome.py names it in one
+    line).
     """
     import threading
 
     joining = threading.Thread(target=create_strategy, args=("multi_worker",), daemon=True)
     joining.start()
     joining.join(timeout_seconds)
+
+
+@contextlib.contextmanager
+def leaving_on_bad_input(task):
+    """Around what a worker checks before the workers meet: on a UserError, a worker of a
+    cluster (`task` not None) meets the others and goes (`meet_and_leave`), so that they
+    learn it has gone instead of waiting for it for ever."""
+    try:
+        yield
+    except UserError:
+        if task:
+            meet_and_leave()
+        raise
 
 
 def is_multi_worker(strategy):

@@ -64,6 +64,13 @@ def init_problem(config, run, output_root):
     return None
 
 
+def check_start_from(config, run, output_root):
+    """Raises UserError saying why `config`'s run cannot start from `run` (`init_problem`)."""
+    problem = init_problem(config, run, output_root)
+    if problem:
+        raise UserError(f"cannot start run {config.run_name!r} from run {run!r}: {problem}")
+
+
 def copy_run(config, run, output_root):
     """Copies `run`'s adaptation phase to `config.run_name` (see the module docstring).
 
@@ -74,9 +81,7 @@ def copy_run(config, run, output_root):
     run's config is written by its own start, after both folders, so a part copy
     is never taken for a finished start.
     """
-    problem = init_problem(config, run, output_root)
-    if problem:
-        raise UserError(f"cannot start run {config.run_name!r} from run {run!r}: {problem}")
+    check_start_from(config, run, output_root)
     source, target = run_dirs(output_root, run), run_dirs(output_root, config.run_name)
     last = os.path.basename(checkpoint_path(source["checkpoints"], config.adaptation_steps))
     copied = {

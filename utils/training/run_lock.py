@@ -1,4 +1,6 @@
-"""One writer per run: a lock file in checkpoints/<run>/ naming the process that trains it (issue 19).
+"""One writer at a time: of a run (RunLock, a lock file in checkpoints/<run>/ naming the
+process that trains it) and of a data folder (folder_lock, an flock), with the run's writer
+(`run_writer`: the lock, or a multi-worker worker's scratch folder) and `delete_run`.
 
 Two processes training the same run would write the same checkpoints, event
 files and log.txt, and both would exit 0. The lock is a file created with
@@ -8,12 +10,21 @@ left by a process that is gone (kill -9, a power cut) on this host is taken
 over with a message; one from another host is never taken over, since its
 process cannot be checked from here.
 """
+import contextlib
 import json
 import os
+import shutil
 import socket
+import tempfile
 import time
 
+try:
+    import fcntl
+except ImportError:  # Windows: no flock, folder_lock does not serialise
+    fcntl = None
+
 from utils.io import UserError
+from utils.runs import run_dirs
 
 LOCK_FILE = "lock"
 
@@ -106,3 +117,69 @@ class RunLock:
 
     def __exit__(self, *exc_info):
         self.release()
+
+
+def delete_run(output_root, run_name, lock):
+    """--overwrite: deletes the run's three folders (the lock, which this process holds, stays)."""
+    folders = run_dirs(output_root, run_name)
+    present = [folder for folder in folders.values() if os.path.exists(folder)]
+    if not present:
+        return
+    print(f"--overwrite: deleting run {run_name!r} ({', '.join(present)})", flush=True)
+    for kind, folder in folders.items():
+        if not os.path.isdir(folder):
+            continue
+        for name in os.listdir(folder):
+            path = os.path.join(folder, name)
+            if kind == "checkpoints" and path == lock.path:
+                continue
+            shutil.rmtree(path) if os.path.isdir(path) and not os.path.islink(path) else os.remove(path)
+
+
+@contextlib.contextmanager
+def run_writer(output_root, run_name, task=None):
+    """Where this process writes: (lock, output root, output root of the run it resumes).
+
+    One writer per run: the run lock refuses a second process before it writes
+    anything. In a multi-worker run (`task`, utils/training/distribute.py) that writer
+    is the chief; another worker writes into a temporary folder outside the run,
+    removed when it exits, and resumes from the chief's checkpoints.
+    """
+    if task is None or task.is_chief:
+        with RunLock(run_dirs(output_root, run_name)["checkpoints"], run_name) as lock:
+            yield lock, output_root, None
+        return
+    # Named with the PID, so that the folder a killed worker left is removed by the next one.
+    prefix = f"dann-{run_name.replace(os.sep, '_')}-{task.type}{task.id}-pid"
+    for name in os.listdir(tempfile.gettempdir()):
+        pid = name[len(prefix):].split("-", 1)[0]
+        if name.startswith(prefix) and pid.isdigit() and not process_alive(int(pid)):
+            shutil.rmtree(os.path.join(tempfile.gettempdir(), name), ignore_errors=True)
+    scratch = tempfile.mkdtemp(prefix=f"{prefix}{os.getpid()}-")
+    try:
+        yield None, scratch, output_root
+    finally:
+        shutil.rmtree(scratch, ignore_errors=True)
+
+
+@contextlib.contextmanager
+def folder_lock(folder, busy_message):
+    """One holder of `folder` at a time (builds of the pickles in a shared --data-dir, say);
+    another waits, after printing `busy_message`. An advisory flock on the folder itself: the
+    kernel releases it when its holder exits, even by kill -9, so none goes stale, and it
+    leaves no file behind."""
+    if fcntl is None:
+        yield
+        return
+    handle = os.open(folder, os.O_RDONLY)
+    try:
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            print(busy_message, flush=True)
+            fcntl.flock(handle, fcntl.LOCK_EX)
+        except OSError:
+            pass
+        yield
+    finally:
+        os.close(handle)  # releases the lock

@@ -1,0 +1,79 @@
+"""What each DANNConfig field may hold: the allowed values of the named choices, and
+`check_fields`, the rules DANNConfig.validate applies (one line naming the first bad field
+and how to fix it).
+
+Kept apart from config/config.py so that the dataclass reads as the list of settings;
+it needs no import of it (a config is any object with DANNConfig's attributes).
+"""
+from model import NETWORKS
+from utils.io import UserError
+
+MODES = ("dann", "source_only", "target_only")
+INPUT_NORMALISATIONS = ("mean", "instance")
+STRATEGIES = ("default", "mirrored", "multi_worker")
+PRECISIONS = ("float32", "mixed_bfloat16", "mixed_float16")
+ON_COLLAPSE = ("rollback", "stop")
+
+# Fields that must be > 0, and fields that must be >= 0.
+POSITIVE = ("learning_rate", "epochs", "steps_per_epoch", "log_every_steps",
+            "checkpoint_every_steps", "checkpoint_every_seconds", "max_to_keep", "eval_batch_size",
+            "eval_every_steps", "steps_per_call", "refine_interval", "refine_learning_rate")
+NON_NEGATIVE = ("lr_alpha", "lr_beta", "grl_gamma", "target_val_size", "entropy_weight",
+                "vat_weight", "domain_loss_weight", "clip_norm", "eval_subset", "source_val_size",
+                "collapse_probe_size", "max_rollbacks", "refine_steps", "refine_kl_weight",
+                "refine_entropy_weight", "refine_vat_weight")
+
+
+def check_choice(config, name, choices):
+    value = getattr(config, name)
+    if value not in choices:
+        raise UserError(f"unknown {name} {value!r}; use one of {', '.join(choices)}")
+
+
+def check_positive(config, name):
+    if not getattr(config, name) > 0:
+        raise UserError(f"{name} must be positive, got {getattr(config, name)}; "
+                        f"pass --{name.replace('_', '-')} with a value > 0")
+
+
+def check_fields(config):
+    """Raises UserError naming the first invalid field of `config` and how to fix it."""
+    for name, choices in (("mode", MODES), ("on_collapse", ON_COLLAPSE),
+                          ("precision", PRECISIONS), ("strategy", STRATEGIES)):
+        check_choice(config, name, choices)
+    # The batch size comes first: an odd or non-positive one leaves
+    # steps_per_epoch unset (None), which the loop below could not compare.
+    check_positive(config, "batch_size")
+    if config.batch_size % 2:
+        raise UserError(f"batch_size must be even to split into source and target halves, "
+                        f"got {config.batch_size}; pass e.g. --batch-size {config.batch_size + 1}")
+    for name in POSITIVE:
+        check_positive(config, name)
+    if config.num_classes is not None:
+        check_positive(config, "num_classes")
+    if config.network is not None:
+        check_choice(config, "network", tuple(NETWORKS))
+    for name in ("source", "target"):
+        if not str(getattr(config, name)).strip():
+            raise UserError(f"{name} is empty; pass --{name} mnist, mnist_m, a folder or a .npz")
+    for name in NON_NEGATIVE:
+        if getattr(config, name) < 0:
+            raise UserError(f"{name} must be >= 0, got {getattr(config, name)}; pass "
+                            f"--{name.replace('_', '-')} with a value >= 0")
+    if not 0 <= config.momentum < 1:
+        raise UserError(f"momentum must be in [0, 1), got {config.momentum}")
+    if not 0 <= config.ema_decay < 1:
+        raise UserError(f"ema_decay must be in [0, 1), got {config.ema_decay}; 0 turns it off")
+    for name in ("entropy_start", "vat_start"):
+        if not 0 <= getattr(config, name) < 1:
+            raise UserError(f"{name} must be in [0, 1), got {getattr(config, name)}; pass "
+                            f"--{name.replace('_', '-')} with a value in [0, 1)")
+    check_positive(config, "vat_radius")
+    if config.refine_steps and config.mode != "dann":
+        raise UserError(f"refine_steps refines a domain-adapted model on the target, but mode is "
+                        f"{config.mode!r}; use --mode dann or --refine-steps 0")
+    check_choice(config, "input_norm", INPUT_NORMALISATIONS)
+    shape = config.input_shape
+    if shape is not None and (len(shape) != 3 or min(shape) <= 0 or shape[2] not in (1, 3)):
+        raise UserError(f"input_shape must be height, width and 1 or 3 channels, got "
+                        f"{shape}; pass e.g. --input-shape 64,64,3")

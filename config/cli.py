@@ -1,0 +1,181 @@
+"""The command line of a run's config: one `--field-name` flag per DANNConfig field, with
+its help taken from the field's description in DANNConfig's docstring (the text exists
+once), and the config a train command line asks for (`resolve_config`).
+"""
+import argparse
+import dataclasses
+import os
+import re
+import time
+from typing import Optional, Tuple
+
+from config.checks import INPUT_NORMALISATIONS, MODES, ON_COLLAPSE, PRECISIONS, STRATEGIES
+from config.config import FROM_DATA, DANNConfig, config_from_args
+from config.recipes import RECIPES, recipe_fields
+from model import NETWORKS
+from utils.io import UserError
+from utils.runs import check_run_name, config_file
+
+
+def _parse_bool(text):
+    lowered = str(text).lower()
+    if lowered in ("1", "true", "yes", "on"):
+        return True
+    if lowered in ("0", "false", "no", "off"):
+        return False
+    raise argparse.ArgumentTypeError(f"expected true or false, got {text!r}")
+
+
+def _parse_shape(text):
+    try:
+        return tuple(int(part) for part in text.split(","))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected H,W,C, got {text!r}") from None
+
+
+def _parse_names(text):
+    names = tuple(part.strip() for part in text.split(","))
+    if not all(names):
+        raise argparse.ArgumentTypeError(f"expected comma-separated class names, got {text!r}")
+    return names
+
+
+def _parse_optional_int(text):
+    if text.lower() == "none":
+        return None
+    try:
+        return int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected an integer or none, got {text!r}") from None
+
+
+_PARSERS = {
+    bool: _parse_bool, int: int, float: float, str: str,
+    Tuple[int, int, int]: _parse_shape, Optional[Tuple[int, int, int]]: _parse_shape,
+    Optional[int]: _parse_optional_int, Optional[str]: str,
+    Optional[Tuple[str, ...]]: _parse_names,
+}
+
+
+def attribute_docs(docstring):
+    """{name: description} from the Google-style `Attributes:` section of `docstring`.
+
+    An entry is a `name: text` line at the section's indentation; more deeply
+    indented lines continue it. The section ends at the first line indented
+    less than its entries (or the end). Descriptions are joined onto one line.
+    """
+    lines = docstring.expandtabs().splitlines()
+    try:
+        start = next(i for i, line in enumerate(lines) if line.strip() == "Attributes:")
+    except StopIteration:
+        return {}
+    docs, name, indent = {}, None, None
+    for line in lines[start + 1:]:
+        if not line.strip():
+            continue
+        depth = len(line) - len(line.lstrip())
+        if indent is None:
+            indent = depth
+        if depth < indent:
+            break
+        match = re.match(r"(\w+): (.*)", line.strip()) if depth == indent else None
+        if match:
+            name = match.group(1)
+            docs[name] = match.group(2)
+        elif name is not None:
+            docs[name] += " " + line.strip()
+    return docs
+
+
+# The help of every train-script flag, taken from DANNConfig's docstring so the
+# text exists once.
+FIELD_DOCS = attribute_docs(DANNConfig.__doc__)
+
+
+def _choices():
+    return {"mode": MODES, "strategy": STRATEGIES, "on_collapse": ON_COLLAPSE,
+            "network": tuple(NETWORKS), "input_norm": INPUT_NORMALISATIONS,
+            "recipe": tuple(RECIPES), "precision": PRECISIONS}
+
+
+def _show(value):
+    """A default as the user would type it on the command line."""
+    if isinstance(value, tuple):
+        return ",".join(map(str, value))
+    if isinstance(value, bool):
+        return str(value).lower()
+    return str(value)
+
+
+def flag_defaults():
+    """Each field's default as a run without flags gets it: the default recipe's
+    value where it sets one, else the DANNConfig field default (None = derived)."""
+    defaults = {field.name: field.default for field in dataclasses.fields(DANNConfig)}
+    defaults.update(recipe_fields("default"))
+    return defaults
+
+
+def field_help(name, default, choices=()):
+    """One help line: the attribute's description, its default and allowed values."""
+    # An undocumented field still gets a flag (tests/test_cli.py fails on it instead).
+    text = FIELD_DOCS.get(name, name.replace("_", " ")).rstrip(".")
+    extra = f"default: {'from the data' if default is None and name in FROM_DATA else _show(default)}"
+    if choices:
+        extra += f"; one of: {', '.join(choices)}"
+    # argparse %-formats help strings.
+    return f"{text} ({extra})".replace("%", "%%")
+
+
+def add_config_arguments(parser):
+    """Adds one `--field-name` flag per DANNConfig field, with help from its docstring.
+
+    The flags' own defaults stay None, so config_from_args can tell a flag
+    given from one left out (the recipe fills those); the help shows the value
+    a run without the flag gets. Allowed values are listed, not enforced here:
+    DANNConfig.validate names the bad value in one line.
+    """
+    defaults, choices = flag_defaults(), _choices()
+    for field in dataclasses.fields(DANNConfig):
+        flag = "--" + field.name.replace("_", "-")
+        options = choices.get(field.name, ())
+        help_text = field_help(field.name, defaults[field.name], options)
+        if field.type is bool:
+            # `--deterministic` alone means true; `--deterministic false` also works.
+            parser.add_argument(flag, type=_parse_bool, nargs="?", const=True, metavar="BOOL",
+                                help=help_text)
+        else:
+            metavar = "{" + ",".join(options) + "}" if options else field.name.upper()
+            parser.add_argument(flag, type=_PARSERS[field.type], metavar=metavar, help=help_text)
+
+
+def resolve_config(args):
+    """The run's config: from the flags, or (with --resume) the saved one, unchanged.
+
+    `args` are the train script's: the config flags, --run-name, --resume (true with
+    --resume-from too), --overwrite and --output-root.
+    """
+    if args.run_name is not None:
+        # Before any path is built from it: config/<run> of `--resume` included.
+        check_run_name(args.run_name)
+    if not args.resume:
+        config = config_from_args(args, run_name=args.run_name or time.strftime("%Y%m%d-%H%M%S"))
+        saved = config_file(config.run_name, args.output_root)
+        if os.path.exists(saved) and not args.overwrite:
+            raise UserError(f"run {config.run_name!r} already exists ({saved}); pass --resume to "
+                            "continue it, --overwrite to delete it and start again, or choose "
+                            "another --run-name")
+        return config
+    if not args.run_name:
+        raise UserError("--resume needs --run-name to say which run to continue")
+    config = DANNConfig.load(config_file(args.run_name, args.output_root))
+    # What a collapse does may change on resume: it acts on nothing until one happens.
+    for name in ("on_collapse", "max_rollbacks"):
+        if getattr(args, name, None) is not None:
+            setattr(config, name, getattr(args, name))
+    config.validate()
+    changed = [name for name, value in config_from_args(args, **config.to_dict()).to_dict().items()
+               if getattr(args, name, None) is not None and getattr(args, name) != value]
+    if changed:
+        raise UserError(f"cannot change {', '.join(changed)} when resuming run {args.run_name!r}; "
+                        "drop those flags or start a new run")
+    return config
