@@ -5,6 +5,8 @@ and how to fix it).
 Kept apart from config/config.py so that the dataclass reads as the list of settings;
 it needs no import of it (a config is any object with DANNConfig's attributes).
 """
+import os
+
 from model import NETWORKS
 from utils.io import UserError
 
@@ -77,3 +79,30 @@ def check_fields(config):
     if shape is not None and (len(shape) != 3 or min(shape) <= 0 or shape[2] not in (1, 3)):
         raise UserError(f"input_shape must be height, width and 1 or 3 channels, got "
                         f"{shape}; pass e.g. --input-shape 64,64,3")
+    if config.run_name is not None:
+        check_run_name(config.run_name)
+
+
+def check_run_name(name):
+    """Raises UserError unless `name` can name a run's folders: a relative path without `..`,
+    not colliding with config/'s code and not hidden behind a dot.
+
+    logs/<run>, checkpoints/<run> and config/<run> are joined under the output
+    root; an absolute name or a `..` component would put them elsewhere.
+    """
+    parts = str(name).replace("\\", "/").split("/")
+    if not str(name).strip() or os.path.isabs(name) or ".." in parts \
+            or all(part in ("", ".") for part in parts):
+        raise UserError(f"run name {name!r} must stay inside the output root: a relative name "
+                        "without '..', e.g. --run-name my_run (use --output-root to choose "
+                        "where runs go)")
+    # config/<run> shares config/ with the config package's code: a run named after a
+    # module, or a hidden or cache folder, would collide with it or be hidden.
+    first = [part for part in parts if part not in ("", ".")][0]
+    if first.endswith(".py") or first.startswith("__init__") or first == "__pycache__":
+        raise UserError(f"run name {name!r} collides with the code in config/; choose another "
+                        "--run-name, e.g. my_run")
+    hidden = next((part for part in parts if part.startswith(".") and part != "."), None)
+    if hidden:
+        raise UserError(f"run name {name!r} has a part starting with a dot ({hidden!r}), which "
+                        "would hide its folders; choose another --run-name, e.g. my_run")

@@ -9,12 +9,13 @@ import re
 import time
 from typing import Optional, Tuple
 
-from config.checks import INPUT_NORMALISATIONS, MODES, ON_COLLAPSE, PRECISIONS, STRATEGIES
+from config.checks import (INPUT_NORMALISATIONS, MODES, ON_COLLAPSE, PRECISIONS, STRATEGIES,
+                           check_run_name)
 from config.config import FROM_DATA, DANNConfig, config_from_args
 from config.recipes import RECIPES, recipe_fields
 from model import NETWORKS
 from utils.io import UserError
-from utils.runs import check_run_name, config_file
+from utils.runs import config_file
 
 
 def _parse_bool(text):

@@ -13,6 +13,7 @@ import os
 
 import numpy as np
 
+from config.checks import check_run_name  # noqa: F401 (the run-folder rules, re-exported)
 from config.config import DANNConfig
 from utils.io import UserError
 
@@ -162,27 +163,3 @@ def apply_in_batches(model, inputs, batch_size):
     return np.concatenate([np.asarray(model(inputs[start:start + batch_size], training=False))
                            for start in range(0, len(inputs), batch_size)])
 
-
-def check_run_name(name):
-    """Raises UserError unless `name` can name a run's folders: a relative path without `..`,
-    not colliding with config/'s code and not hidden behind a dot.
-
-    logs/<run>, checkpoints/<run> and config/<run> are joined under the output
-    root; an absolute name or a `..` component would put them elsewhere.
-    """
-    parts = str(name).replace("\\", "/").split("/")
-    if not str(name).strip() or os.path.isabs(name) or ".." in parts \
-            or all(part in ("", ".") for part in parts):
-        raise UserError(f"run name {name!r} must stay inside the output root: a relative name "
-                        "without '..', e.g. --run-name my_run (use --output-root to choose "
-                        "where runs go)")
-    # config/<run> shares config/ with the config package's code: a run named after a
-    # module, or a hidden or cache folder, would collide with it or be hidden.
-    first = [part for part in parts if part not in ("", ".")][0]
-    if first.endswith(".py") or first.startswith("__init__") or first == "__pycache__":
-        raise UserError(f"run name {name!r} collides with the code in config/; choose another "
-                        "--run-name, e.g. my_run")
-    hidden = next((part for part in parts if part.startswith(".") and part != "."), None)
-    if hidden:
-        raise UserError(f"run name {name!r} has a part starting with a dot ({hidden!r}), which "
-                        "would hide its folders; choose another --run-name, e.g. my_run")
