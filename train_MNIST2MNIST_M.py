@@ -26,6 +26,7 @@ from model import NETWORKS
 from utils.data import load_run_domains
 from utils.data.domains import fill_config, is_builtin
 from utils.io import ArgumentParser, UserError, ensure_writable_dir, run_main
+from utils.runs import add_output_root_argument
 from utils.training import distribute, outcome
 from utils.training.init_from import check_start_from, copy_run
 from utils.training.run_lock import delete_run, run_writer
@@ -49,9 +50,8 @@ def build_parser():
     parser.add_argument("--overwrite", action="store_true",
                         help="delete the run's logs, checkpoints and config, then train it anew "
                         "(default: off)")
-    parser.add_argument("--output-root", default=".",
-                        help="folder holding logs/, checkpoints/ and config/ "
-                        "(default: %(default)s)")
+    add_output_root_argument(parser, "folder holding logs/, checkpoints/ and config/ "
+                                     "(default: %(default)s)")
     parser.add_argument("--no-progress", action="store_true",
                         help="hide the progress bars (default: off)")
     create_mnistm.add_source_arguments(
