@@ -84,7 +84,7 @@ def make_probe(trainer):
 
     @tf.function(autograph=False)
     def probe(labelled_images, labels, unlabelled_images):
-        step = tf.cast(adaptation.global_step, tf.int64)
+        step = adaptation.global_step.read_value()
         with tf.GradientTape(persistent=True) as tape:
             terms, outputs = adaptation.objective.forward(
                 (labelled_images, labels, unlabelled_images), step)

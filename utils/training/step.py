@@ -89,7 +89,9 @@ class TrainStep:
 
     def update(self, batch):
         """One update (module docstring); skipped when not finite."""
-        step = tf.cast(self.global_step, tf.int64)
+        # A value read now, before the update counts itself: the weight average and the
+        # schedules use the step of the update they belong to.
+        step = self.global_step.read_value()
         self.objective.prepare(step)
         gradients, finite = self.strategy.run(self.replica_gradients, args=(tuple(batch), step))
         finite = self.strategy.experimental_local_results(finite)[0]
