@@ -5,7 +5,6 @@ updates of both phases) and no objective window; utils/training/state.py restore
 such checkpoints without them. The old code is run from the repository's history.
 """
 import os
-import shutil
 import subprocess
 import sys
 
@@ -52,7 +51,9 @@ def test_a_checkpoint_of_the_old_code_resumes_inside_the_refinement(data_dir, tm
     assert old.returncode == 0, old.stderr[-3000:]
     checkpoints = root / "checkpoints" / "old"
     old_final = h5_arrays(checkpoints / "final.weights.h5")
-    shutil.copy(checkpoints / "final.weights.h5", tmp_path / "old_final.weights.h5")
+    # As if it had been killed after its last checkpoint: a finished run is not resumed.
+    os.remove(root / "logs" / "old" / "results.json")
+    os.remove(checkpoints / "final.weights.h5")
 
     # ckpt-8: two updates into the refinement, in the middle of a logging window.
     train_MNIST2MNIST_M.main(["--resume", "--resume-from", "ckpt-8", "--run-name", "old",

@@ -21,12 +21,13 @@ from utils.training.checkpoints import checkpoint_path
 from utils.training.collapse_guard import Collapsed
 from utils.training.distribute import Agreement, create_strategy
 from utils.training.evaluation import Evaluator
-from utils.training.guards import Diverged, Guards  # noqa: F401  (Diverged: fit raises it)
+# Diverged and Interrupted end fit(); the entry script imports them from here.
+from utils.training.guards import Diverged, Guards  # noqa: F401
 from utils.training.phases import Phases
 from utils.training.prepare import prepare, training_stream
 from utils.training.results import Results
 from utils.training.state import RunClock, RunState, forget_after
-from utils.training.stop_signals import Interrupted, StopSignals  # noqa: F401  (fit raises it)
+from utils.training.stop_signals import Interrupted, StopSignals  # noqa: F401
 
 
 def _next_multiple(step, every):
