@@ -1,5 +1,6 @@
-"""Crash safety (issue 19): every kill, damaged checkpoint, full disk or second process leaves a
-run that can be resumed or restarted, with one clear line."""
+"""Crash safety: every kill, damaged checkpoint, full disk or second process leaves a run that
+can be resumed or restarted, with one clear line, since a long run on a shared machine meets
+all of them."""
 import errno
 import json
 import os

@@ -193,7 +193,7 @@ def test_scalars_are_written_at_the_training_and_validation_cadence(data_dir, tm
         assert [step for step, _ in scalars["validation"][tag]] == [10, 20, 30, 40]
     assert results["target_val_accuracy"] == pytest.approx(
         scalars["validation"]["acc/target_val_acc"][-1][1], abs=1e-6)
-    assert trainer.train_steps.experimental_get_tracing_count() == 1
+    assert trainer.phases.steps["adaptation"].loop.experimental_get_tracing_count() == 1
     # The synthetic test sets are smaller than eval_subset, so every point used them whole.
     lines = open(f"{trainer.dirs['logs']}/log.txt").read().splitlines()
     assert len(lines) == 4 and all("(whole test sets)" in line for line in lines)
@@ -209,10 +209,10 @@ def test_target_entropy_enters_the_gradient_with_its_scheduled_weight(data_dir, 
     trainer = Trainer(config, *builtin_domains(data_dir), output_root=str(tmp_path))
     labelled, labels, unlabelled = (tf.constant(a[:4]) for a in trainer.train_images)
     labels = tf.cast(labels, tf.int32)
-    trainer.optimizer.iterations.assign(80)
     dann = trainer.dann
-    gradients, _ = trainer.strategy.run(trainer._replica_gradients,
-                                        args=(labelled, labels, unlabelled))
+    gradients, _ = trainer.strategy.run(trainer.phases.steps["adaptation"].replica_gradients,
+                                        args=((labelled, labels, unlabelled),
+                                              tf.constant(80, tf.int64)))
     weight = 0.5 * (2 / (1 + math.exp(-10 * (0.8 - 0.5) / 0.5)) - 1)
     with tf.GradientTape() as tape:
         features = dann.feature_extractor(tf.concat([labelled, unlabelled], 0), training=True)
@@ -234,7 +234,7 @@ def test_target_vat_enters_the_gradient_with_its_scheduled_weight(data_dir, tmp_
                         data_dir=data_dir, target_val_size=SMALL_VAL_SIZE, vat_weight=0.5,
                         vat_start=0.5, seed=3)
     trainer = Trainer(config, *builtin_domains(data_dir), output_root=str(tmp_path))
-    (vat,) = trainer.target_losses
+    (vat,) = trainer.objective.target_terms.values()
     labelled, labels, unlabelled = (tf.constant(a[:4]) for a in trainer.train_images)
     labels = tf.cast(labels, tf.int32)
     dann = trainer.dann
@@ -264,9 +264,9 @@ def test_target_vat_enters_the_gradient_with_its_scheduled_weight(data_dir, tmp_
     # weights whose gradients reach 0.3, depending on the initialisation. The wiring is
     # checked per layer to 1e-3 of the gradient's norm; the term itself moves it by far more.
     for step, weight in ((40, 0.0), (80, 0.5 * (2 / (1 + math.exp(-10 * 0.6)) - 1))):
-        trainer.optimizer.iterations.assign(step)
-        gradients, _ = trainer.strategy.run(trainer._replica_gradients,
-                                            args=(labelled, labels, unlabelled))
+        gradients, _ = trainer.strategy.run(trainer.phases.steps["adaptation"].replica_gradients,
+                                            args=((labelled, labels, unlabelled),
+                                                  tf.constant(step, tf.int64)))
         for variable, got, want in zip(dann.model.trainable_variables, gradients,
                                        expected_gradients(step, weight)):
             assert relative_error(got, want) < 1e-3, f"{variable.path} at step {step}"

@@ -117,10 +117,10 @@ def test_kl_to_the_teacher_is_zero_for_the_teacher_itself(refined):
     for target, source in zip(refinement.teacher.weights, trainer.dann.model.weights):
         target.assign(source)
     images = trainer.train_images[2][:8]
-    terms, window = refinement.loss_terms(images, images, tf.constant(ADAPTATION, tf.int64))
+    terms, window = refinement.forward((images, None, images), tf.constant(ADAPTATION, tf.int64))
     assert float(window["kl"]) == pytest.approx(0.0, abs=1e-5)
     assert float(window["agree"]) == float(window["count"]) == 8
-    assert float(terms["entropy"]) > 0 and float(terms["vat"]) >= 0
+    assert float(terms["refine_entropy"]) > 0 and float(terms["refine_vat"]) >= 0
 
 
 def test_config_refuses_refinement_outside_dann_mode():

@@ -208,7 +208,7 @@ def test_divergence_stops_cleanly_and_last_good_checkpoint_loads(data_dir, tmp_p
     config = DANNConfig.load(tmp_path / "config" / "diverges" / "config.json")
     trainer = Trainer(config, *builtin_domains(data_dir), output_root=str(tmp_path))
     initial = [w.numpy() for w in trainer.dann.model.trainable_weights]
-    trainer.checkpoint.restore(last_good).assert_existing_objects_matched()
+    trainer.state.restore(last_good)
     restored = [w.numpy() for w in trainer.dann.model.trainable_weights]
     assert trainer.step == int(last_good.rsplit("-", 1)[1]) > 0
     assert int(trainer.diverged_at.numpy()) == -1
@@ -219,8 +219,8 @@ def test_divergence_stops_cleanly_and_last_good_checkpoint_loads(data_dir, tmp_p
 @pytest.mark.slow  # six processes, about a minute: run by .ci/run after the default suite
 def test_kill_9_at_five_random_moments_then_resume_matches_uninterrupted(data_dir, output_root,
                                                                         uninterrupted_run):
-    """Issue 19's fault injection: SIGKILL (no handler runs) at 5 seeded moments, the first
-    before any checkpoint, each followed by the command a user would type next."""
+    """Fault injection: SIGKILL (no handler runs) at 5 seeded moments, the first before any
+    checkpoint, each followed by the command a user would type next."""
     rng = np.random.default_rng(19)
     run, checkpoints = "killed", output_root / "checkpoints" / "killed"
     config = output_root / "config" / "killed" / "config.json"

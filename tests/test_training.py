@@ -13,7 +13,7 @@ from utils.summaries import read_scalars
 from utils.training.loop import Trainer
 
 EPOCH_TAGS = {"loss/label_loss", "loss/domain_loss", "loss/total_loss", "acc/label_acc",
-              "acc/domain_acc"}
+              "acc/domain_acc", "acc/source_label_acc"}
 
 
 def tiny_config(data_dir, **overrides):
@@ -41,7 +41,7 @@ def test_two_step_run_writes_every_output(data_dir, tmp_path):
     assert set(scalars["hyperparameter"]) == {"hyperparameter/learning_rate",
                                               "hyperparameter/grl_lambda"}
     assert EPOCH_TAGS <= set(scalars["train"])
-    assert EPOCH_TAGS | {"acc/source_label_acc", "acc/target_val_acc"} <= set(scalars["validation"])
+    assert EPOCH_TAGS | {"acc/target_label_acc", "acc/target_val_acc"} <= set(scalars["validation"])
     assert all(math.isfinite(value) for tags in scalars.values() for points in tags.values()
                for _, value in points)
     # 2 steps: 20 validation points are asked for, so one per step; the last on the whole sets.
@@ -58,7 +58,7 @@ def test_train_step_traces_once_while_schedules_move(data_dir, tmp_path):
     trainer = Trainer(config, *builtin_domains(data_dir), output_root=str(tmp_path))
     trainer.fit(show_progress=False)
     assert trainer.step == config.total_steps == 6
-    assert trainer.train_steps.experimental_get_tracing_count() == 1
+    assert trainer.phases.steps["adaptation"].loop.experimental_get_tracing_count() == 1
     hyper = read_scalars(trainer.dirs["logs"])["hyperparameter"]
     learning_rates = [v for _, v in hyper["hyperparameter/learning_rate"]]
     lambdas = [v for _, v in hyper["hyperparameter/grl_lambda"]]
@@ -91,8 +91,9 @@ def test_losses_are_source_mean_label_loss_plus_batch_mean_domain_loss(data_dir,
     labels = tf.cast(labels, tf.int32)
     dann = trainer.dann
     dann.gradient_reversal.grl_lambda.assign(0.5)
-    gradients, finite = trainer.strategy.run(trainer._replica_gradients,
-                                             args=(labelled, labels, unlabelled))
+    gradients, finite = trainer.strategy.run(trainer.phases.steps["adaptation"].replica_gradients,
+                                             args=((labelled, labels, unlabelled),
+                                                   tf.constant(0, tf.int64)))
     with tf.GradientTape() as tape:
         features = dann.feature_extractor(tf.concat([labelled, unlabelled], 0), training=True)
         label_loss = tf.reduce_mean(tf.nn.sparse_softmax_cross_entropy_with_logits(

@@ -1,5 +1,6 @@
 """Label-free validators (utils/validators.py), their logging during training, utils.select,
-and the honesty of the selection path: it never reads MNIST-M test labels (issue 12)."""
+and the honesty of the selection path: it never reads MNIST-M test labels, which unsupervised
+adaptation does not have."""
 import json
 import math
 import os
@@ -228,7 +229,7 @@ def test_validators_and_selection_never_read_the_mnist_m_test_set(data_dir, tmp_
     # for reporting only, like the stubbed evaluation: they are off here.
     trainer = Trainer(small_config(data_dir, "honest", tensorboard_extras=False), source, target,
                       output_root=str(tmp_path))
-    monkeypatch.setattr(trainer, "evaluate", lambda whole=True: {
+    monkeypatch.setattr(trainer.evaluator, "evaluate", lambda whole=True: {
         "acc/label_acc": float("nan"), "acc/source_label_acc": 0.0, "acc/domain_acc": 0.0})
     trainer.fit(show_progress=False)
 
@@ -247,8 +248,8 @@ def test_validators_and_selection_never_read_the_mnist_m_test_set(data_dir, tmp_
 
 
 def test_which_validators_a_collapsed_model_can_fool():
-    """README, "Collapsed runs": a dead G_y outputs one constant for every image (issue 17:
-    near-uniform, its label loss was ln 10). IM and entropy score that at their worst;
+    """README, "Collapsed runs": a dead G_y outputs one constant for every image (the
+    collapsed `improved` run's was near-uniform, its label loss ln 10). IM and entropy score that at their worst;
     SND scores it at its best (every sample's neighbours are all equally close), so SND
     alone would keep a collapsed checkpoint as its pick."""
     from utils.validators import (information_maximization, soft_neighborhood_density,

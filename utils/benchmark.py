@@ -4,7 +4,7 @@
         [--batch-size 16] [--precisions float32,mixed_bfloat16] [--loops project,floor]
 
 Times, in one process and with the three loops alternating round by round:
-  * `project`: the project's real training loop (Trainer._train_until): the
+  * `project`: the project's real training loop (Trainer.train_until): the
     compiled train loop fed by its tf.data pipeline, with the NaN guard,
     metrics, tf.distribute strategy and TensorBoard summaries at their cadence;
   * `minimal`: the floor: a minimal compiled DANN step of the same math on a
@@ -12,7 +12,7 @@ Times, in one process and with the three loops alternating round by round:
     the two losses, SGD with momentum; no metrics, no NaN guard, no strategy,
     no summaries, no input pipeline (one in-memory batch) and no wait between
     steps, called from Python once per update;
-  * `floor`: the fair floor (issue 22): the same minimal update, run
+  * `floor`: the fair floor: the same minimal update, run
     `steps_per_call` times per call inside one compiled `tf.range` loop, as
     the project's loop runs its updates, so the per-call overhead is paid
     alike and the ratio project / floor is what the project adds;
@@ -135,7 +135,6 @@ def training_loops(trainer, project_steps, reference_steps, names=LOOPS):
     """{loop name: (call, updates per call)} of the loops in `names` (out of LOOPS) on
     `trainer`."""
     import tensorflow as tf
-    from tqdm import tqdm
 
     from utils.summaries import create_writers
 
@@ -146,11 +145,10 @@ def training_loops(trainer, project_steps, reference_steps, names=LOOPS):
     reference_step = make_reference_step(trainer, writers["train"])
     minimal_step, minimal_loop, minimal_optimizer = make_minimal_step(trainer)
     batch = next(iter(make_plain_batches(trainer)))
-    no_bar = tqdm(disable=True)
 
     def project_steps_call():
         # The real loop; it waits for the device at its own logging cadence and at its end.
-        trainer._train_until(trainer.step + project_steps, iterator, writers, [], no_bar)
+        trainer.train_until(trainer.step + project_steps, iterator, writers)
 
     def minimal_steps_call():
         for _ in range(project_steps):

@@ -68,9 +68,11 @@ def layer_groups(dann):
 
 
 def make_probe(trainer):
-    """A compiled function of one batch: each loss term, and its gradient norm per layer."""
+    """A compiled function of one batch: each loss term of the adaptation objective
+    (utils/training/objective.py), and its gradient norm per layer."""
     import tensorflow as tf
 
+    adaptation = trainer.phases.steps["adaptation"]
     groups = layer_groups(trainer.dann)
     variables = [v for group in groups.values() for v in group]
 
@@ -82,8 +84,10 @@ def make_probe(trainer):
 
     @tf.function(autograph=False)
     def probe(labelled_images, labels, unlabelled_images):
+        step = adaptation.global_step.read_value()
         with tf.GradientTape(persistent=True) as tape:
-            terms, outputs = trainer._loss_terms(labelled_images, labels, unlabelled_images)
+            terms, outputs = adaptation.objective.forward(
+                (labelled_images, labels, unlabelled_images), step)
         stats, summed = {}, None
         for name, term in terms.items():
             # A term that does not reach a layer (L_d and G_y) gives None: a zero gradient.
@@ -109,14 +113,17 @@ def replay(trainer, steps, stop_after_collapse=50):
     import tensorflow as tf
 
     probe, groups = make_probe(trainer)
-    train_step = tf.function(trainer._train_step_on_batch)
+    # The run's own update (utils/training/step.py), one per call.
+    train_step = tf.function(trainer.phases.steps["adaptation"].update)
     iterator = iter(trainer.make_dataset())  # past any batches a rollback skipped
     rows, collapsed_at = [], None
     for _ in range(steps):
         step = trainer.step
         batch = next(iterator)
-        row = {"step": step, "learning_rate": float(trainer.learning_rate(step)),
-               "grl_lambda": float(trainer.grl_lambda_at(step))}
+        hyperparameters = trainer.phases.hyperparameters(step)
+        row = {"step": step,
+               "learning_rate": float(hyperparameters["hyperparameter/learning_rate"]),
+               "grl_lambda": float(hyperparameters["hyperparameter/grl_lambda"])}
         row.update({name: float(value) for name, value in probe(*batch).items()})
         before = {name: [v.numpy() for v in group] for name, group in groups.items()}
         train_step(batch)
@@ -183,17 +190,15 @@ def main(argv=None):
     keras.utils.set_random_seed(config.seed)
     if config.deterministic:
         tf.config.experimental.enable_op_determinism()
-    # The replay writes nothing of the run: its trainer gets a scratch output root.
+    # The replay writes nothing of the run: its trainer gets a scratch output root, and
+    # resumes from the run's checkpoint with a copy of the run's rollback record, as a
+    # multi-worker run's worker resumes from the chief's.
     import tempfile
 
     with tempfile.TemporaryDirectory() as scratch:
-        trainer = Trainer(config, source, target, output_root=scratch)
-        trainer._restore_checkpoint(checkpoint)
-        if trainer.rollbacks:
-            # The run's own record of rollbacks, not the scratch folder's.
-            trainer.rollbacks.path = os.path.join(run_dirs(args.output_root, args.run)["logs"],
-                                                  "rollbacks.json")
-            trainer.rollbacks.sync(trainer.step)
+        trainer = Trainer(config, source, target, output_root=scratch,
+                          resume_root=args.output_root)
+        trainer.restore(resume_from=checkpoint)
         start = trainer.step
         rows, collapsed_at = replay(trainer, args.steps, args.stop_after_collapse)
     suffix = "" if args.clip_norm is None else f"-clip{args.clip_norm:g}"

@@ -1,9 +1,47 @@
-"""The one place that writes TensorBoard scalars and the per-epoch log.txt line."""
+"""The one place that writes TensorBoard scalars and the per-epoch log.txt line.
+
+The scalars of a run, by writer (logs/<run>/<writer>/), each written at step t:
+
+hyperparameter/  of the update at t (pure functions of the step)
+  hyperparameter/learning_rate  SGD's mu_p (Sec. 5.2.2); in the refinement phase, Adam's rate
+  hyperparameter/grl_lambda     lambda_p; 0 outside `dann` mode and in the refinement phase
+train/  means over the logging window that ends at t (utils/training/window_sums.py)
+  loss/label_loss       L_y: cross-entropy over the labelled half's images, unweighted
+  loss/domain_loss      L_d: binary cross-entropy over the batch's images, unweighted
+  loss/<term>           each recipe term on the unlabelled half (utils/training/objective.py,
+                        TARGET_TERMS: loss/entropy, loss/vat), weighted as minimised
+  loss/total_loss       the objective as minimised, per update: L_y + domain_loss_weight * L_d
+                        + the recipe terms; in the refinement phase, Eq. 14's weighted sum
+  acc/source_label_acc  accuracy on the labelled half: source images (acc/target_label_acc
+                        instead in target_only mode, where the labelled half is the target)
+  acc/label_acc         the same number under the original repository's tag (its plots,
+                        utils/plot_curves.py, read it)
+  acc/domain_acc        G_d's accuracy over the batch
+  loss/refine_kl, loss/refine_entropy, loss/refine_vat
+                        the refinement phase's terms (utils/training/refinement.py), unweighted
+  acc/teacher_agreement how often the student's class is the refinement teacher's
+validation/  of the evaluated model at t, on the test sets (whole, or fixed subsets)
+  loss/label_loss       cross-entropy on the target test set
+  loss/domain_loss      G_d's binary cross-entropy over both test sets pooled
+  loss/total_loss       the sum of those two (no recipe term: they are training losses)
+  acc/target_label_acc  accuracy on the target test set (the paper's Table 1 number)
+  acc/label_acc         the same number under the original repository's tag
+  acc/source_label_acc  accuracy on the source test set
+  acc/domain_acc        G_d's accuracy over both test sets pooled
+  acc/target_val_acc    accuracy on the held-out labelled target training images
+  validator/<name>      the label-free validators' scores (utils/validators.py)
+
+Each tag says one thing, and no two say the same, but for acc/label_acc, the
+original's tag, kept beside the name that says its domain.
+"""
 import os
 
 import tensorflow as tf
 
 WRITERS = ("hyperparameter", "train", "validation")
+# Validation tags left out of the log.txt line: each repeats another tag of the line, which
+# keeps the fields it had before the tag existed.
+NOT_IN_LOG_LINE = ("acc/target_label_acc",)
 
 
 def create_writers(log_dir):
@@ -19,7 +57,7 @@ def write_scalars(writer, scalars, step):
 
 
 def truncate_events(log_dir, step):
-    """Drops what a run logged after `step` from its event files (issue 19).
+    """Drops what a run logged after `step` from its event files.
 
     A run resumed from its checkpoint at `step` logs the later steps again;
     without this, a kill after that checkpoint would leave every such step
@@ -71,10 +109,20 @@ def truncate_events(log_dir, step):
 
 
 def format_validation_line(step, total_steps, whole, validation):
-    """One human-readable line per validation point for logs/<run>/log.txt."""
-    scalars = " ".join(f"{tag.split('/')[-1]}={value:.4f}" for tag, value in validation.items())
+    """One human-readable line per validation point for logs/<run>/log.txt: every validation
+    scalar but the names that repeat another (NOT_IN_LOG_LINE), so that the line keeps the
+    fields it always had."""
+    scalars = " ".join(f"{tag.split('/')[-1]}={value:.4f}" for tag, value in validation.items()
+                       if tag not in NOT_IN_LOG_LINE)
     sets = "whole test sets" if whole else "test subsets"
     return f"step {step}/{total_steps} ({sets}) | {scalars}"
+
+
+def append_log_line(log_dir, line):
+    """Prints `line` and appends it to logs/<run>/log.txt."""
+    print(line, flush=True)
+    with open(os.path.join(log_dir, "log.txt"), "a") as log:
+        log.write(line + "\n")
 
 
 def read_scalars(log_dir, writers=WRITERS, tag_names=None):

@@ -1,4 +1,4 @@
-"""Label-free model selection for unsupervised domain adaptation (issue 12).
+"""Label-free model selection for unsupervised domain adaptation.
 
 In unsupervised domain adaptation no target labels exist, so a checkpoint (or
 a hyperparameter) cannot honestly be chosen by target accuracy. A *validator*
@@ -198,12 +198,10 @@ class ValidatorSuite:
                        "points": [], "best": {}}
 
     def _apply(self, images):
-        features, logits = [], []
-        for start in range(0, len(images), self.batch_size):
-            f, l = self.outputs(images[start:start + self.batch_size])
-            features.append(np.asarray(f))
-            logits.append(np.asarray(l))
-        return np.concatenate(features), np.concatenate(logits)
+        """(features, logits) of `images`, in batches."""
+        from utils.training.evaluation import apply_in_batches
+
+        return apply_in_batches(self.outputs, images, self.batch_size)
 
     def scores(self):
         """{validator: score} of the model as it is now; higher is better for all."""

@@ -1,4 +1,4 @@
-"""A run's training checkpoints on disk: which are intact, which to resume from (issue 19).
+"""A run's training checkpoints on disk: which are intact, which to resume from.
 
 The run's checkpoints are the `ckpt-N.index` / `ckpt-N.data-*` pairs in
 checkpoints/<run>/, whatever TensorFlow's `checkpoint` state file says: that
@@ -55,11 +55,18 @@ def saved_objects(prefix):
     return {name.split("/", 1)[0] for name, _ in tf.train.list_variables(prefix)}
 
 
+# Where a checkpoint holds the global step (utils/training/step.py); one written before the
+# step had a variable of its own holds it as its SGD optimizer's update count.
+STEP_KEY = "step/.ATTRIBUTES/VARIABLE_VALUE"
+OLD_STEP_KEY = "optimizer/_iterations/.ATTRIBUTES/VARIABLE_VALUE"
+
+
 def saved_step(prefix):
-    """The global step the checkpoint at `prefix` was written at (its optimizer's iterations)."""
+    """The global step the checkpoint at `prefix` was written at."""
     import tensorflow as tf
 
-    return int(tf.train.load_variable(prefix, "optimizer/_iterations/.ATTRIBUTES/VARIABLE_VALUE"))
+    names = {name for name, _ in tf.train.list_variables(prefix)}
+    return int(tf.train.load_variable(prefix, STEP_KEY if STEP_KEY in names else OLD_STEP_KEY))
 
 
 def parse_checkpoint_name(name, folder):

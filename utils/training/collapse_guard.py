@@ -4,7 +4,7 @@ A ReLU unit whose pre-activation is negative on every input passes no
 gradient, so once every unit of a layer of G_f or G_y is in that state, G_y's
 output no longer depends on the image, the label gradient to every layer
 below is exactly zero, and SGD cannot bring the run back (the "dying ReLU",
-Lu et al., "Dying ReLU and Initialization", 2019). Issue 17 saw it on
+Lu et al., "Dying ReLU and Initialization", 2019). It happened to
 `improved`, seed 3: fc2 of G_y went dead at about step 33,000 and the run still
 finished with a MNIST-M accuracy of 0.1135, reported as a result.
 
@@ -44,6 +44,8 @@ import shutil
 import keras
 import numpy as np
 import tensorflow as tf
+
+from utils.training.state import forget_after
 
 # Logits whose spread over the probe images is below this fraction of their size are
 # one constant output (a dead fc2 gives a spread of exactly 0).
@@ -153,6 +155,28 @@ class Rollbacks(tf.Module):
         self.count.assign(len(records))
         self.data_offset.assign(offset)
         return entry
+
+
+    def roll_back(self, collapse, state, validators=None):
+        """Goes back to `collapse.last_good_checkpoint`, past the batches since it; returns
+        the log line that says so.
+
+        Restores it into `state` (utils/training/state.py, RunState), deletes the
+        checkpoints after it, forgets what was logged after it (as a resume would; the
+        caller closes its event writers first) and records the rollback, so that a kill
+        from here on resumes past the skipped batches too. The best-<validator> weights
+        of steps after it stay: every one passed the guard before it was scored.
+        """
+        state.restore(collapse.last_good_checkpoint)
+        restored_step = int(state.global_step.numpy())
+        self.sync(restored_step)
+        state.discard_after(restored_step)
+        forget_after(os.path.dirname(self.path), restored_step, validators)
+        entry = self.record(collapse, restored_step)
+        return (f"rollback {len(self.records())} of at most {self.limit}: the label classifier "
+                f"collapsed by step {collapse.step} ({collapse.what}); restored "
+                f"{collapse.last_good_checkpoint} and continuing from step {restored_step}, "
+                f"skipping the {entry['skipped_batches']} batches it had trained on since")
 
 
 def relu_layers(model):

@@ -1,4 +1,4 @@
-"""Mixed-precision training (`--precision`): a training component (issue 22).
+"""Mixed-precision training (`--precision`): a training component.
 
 Keras' mixed-precision policies (Micikevicius et al., "Mixed Precision
 Training", ICLR 2018): under `mixed_bfloat16` or `mixed_float16` the layers
@@ -76,9 +76,11 @@ def gradients_and_finite(tape, loss, scaled_loss, variables, optimizer):
     return gradients, finite
 
 
-def apply_gradients(optimizer, gradients, variables):
-    """Applies them; an update the loss scaler skipped still advances the step counter."""
-    if not is_loss_scaled(optimizer):
+def apply_gradients(optimizer, gradients, variables, count_skipped=True):
+    """Applies them. With `count_skipped`, an update the loss scaler skipped still advances
+    the optimizer's own counter: the SGD learning-rate schedule reads that counter, which
+    must stay the global step. Adam's bias correction wants the updates it applied only."""
+    if not is_loss_scaled(optimizer) or not count_skipped:
         optimizer.apply_gradients(zip(gradients, variables))
         return
     before = tf.identity(optimizer.iterations)

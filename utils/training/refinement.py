@@ -67,26 +67,35 @@ class RefinementMetrics(WindowSums):
 
 
 class Refinement(tf.Module):
-    """The refinement phase's state (teacher, optimizer, window sums) and its update.
+    """The refinement phase's state (teacher, optimizer, window sums) and its objective.
 
     `dann` is the student (model.DANN), `evaluated` the model the teacher copies
     (the weight average, or the student itself), `teacher` a model of the same
-    architecture. `step_counter` is the run's global step variable (the adaptation
-    optimizer's `iterations`), advanced by every refinement update so that the
-    run's step counts both phases.
+    architecture. It is an objective as utils/training/objective.py's is
+    (`forward`, `loss_terms`, `total`, `record`, `prepare`, `trained_variables`), so the
+    one train step (utils/training/step.py) runs both phases; its optimizer is
+    its own Adam, and the run's global step, which counts both phases, is the
+    step's.
     """
 
-    def __init__(self, config, dann, evaluated, teacher, step_counter, global_target_batch):
+    # Its terms are logged unweighted by its metrics (loss/refine_<term>), their weights
+    # being constants of the config; their weighted sum is loss/total_loss. (The adaptation
+    # logs its recipe terms weighted instead: their weights follow a schedule.)
+    logged_terms = ()
+
+    def __init__(self, config, dann, evaluated, teacher, global_target_batch):
         super().__init__(name="refinement")
         self.start, self.interval = config.adaptation_steps, config.refine_interval
         self.kl_weight = config.refine_kl_weight
         self.entropy_weight = config.refine_entropy_weight
         self.vat_weight = config.refine_vat_weight
         self.dann, self.evaluated, self.teacher = dann, evaluated, teacher
-        self.step_counter, self.global_target_batch = step_counter, global_target_batch
+        self.global_target_batch = global_target_batch
         self.optimizer = precision.wrap_optimizer(
             keras.optimizers.Adam(config.refine_learning_rate, beta_1=ADAM_BETA_1,
                                   global_clipnorm=config.clip_norm or None), config.precision)
+        # Built over the whole model, as its first release did (the checkpoint holds
+        # slots for the domain head too, which gets no gradient here).
         self.optimizer.build(dann.model.trainable_variables)
         self.metrics = RefinementMetrics()
         self.vat = TargetVAT(1.0, config.vat_radius, 0.0, config.grl_gamma, 1, global_target_batch,
@@ -112,10 +121,11 @@ class Refinement(tf.Module):
         tf.cond(tf.equal((step - self.start) % self.interval, 0), refresh,
                 lambda: tf.constant(False))
 
-    def loss_terms(self, pseudo_images, target_images, step):
+    def forward(self, batch, step):
         """The weighted terms of Eq. 14 on one replica's share of the batch, and what the
-        window sums read: KL to the teacher on `pseudo_images`, entropy and VAT on
-        `target_images`."""
+        window sums read. `batch` is two independent halves of target images (the middle,
+        labels, is unused): KL to the teacher on the first, entropy and VAT on the second."""
+        pseudo_images, _, target_images = batch
         teacher_logits = tf.stop_gradient(self.teacher(pseudo_images, training=False)[0])
         student_logits = self.classify(pseudo_images)
         kl = kl_from_logits(teacher_logits, student_logits)
@@ -126,8 +136,9 @@ class Refinement(tf.Module):
         def mean(values):
             return tf.nn.compute_average_loss(values, global_batch_size=self.global_target_batch)
 
-        terms = {"kl": self.kl_weight * mean(kl), "entropy": self.entropy_weight * mean(entropy),
-                 "vat": self.vat_weight * vat}
+        terms = {"refine_kl": self.kl_weight * mean(kl),
+                 "refine_entropy": self.entropy_weight * mean(entropy),
+                 "refine_vat": self.vat_weight * vat}
         agree = tf.equal(tf.argmax(teacher_logits, axis=1), tf.argmax(student_logits, axis=1))
         # Sums of the unweighted terms over this replica's images (VAT's loss is a mean
         # over the global batch already), so the window means add up across replicas.
@@ -136,24 +147,21 @@ class Refinement(tf.Module):
                       agree=tf.reduce_sum(tf.cast(agree, tf.float32)), count=tf.size(kl))
         return terms, window
 
-    def replica_gradients(self, pseudo_images, _, target_images, step):
-        with tf.GradientTape() as tape:
-            terms, window = self.loss_terms(pseudo_images, target_images, step)
-            total_loss = tf.add_n(list(terms.values()))
-            scaled_loss = precision.scale_loss(self.optimizer, total_loss)
-        gradients, finite = precision.gradients_and_finite(tape, total_loss, scaled_loss,
-                                                           self.variables_refined(), self.optimizer)
-        replicas_not_finite = tf.distribute.get_replica_context().all_reduce(
-            tf.distribute.ReduceOp.SUM, 1.0 - tf.cast(finite, tf.float32))
-        self.metrics.update(**window)
-        return gradients, tf.equal(replicas_not_finite, 0.0)
+    def loss_terms(self, batch, step):
+        """{term: weighted loss} of one replica's share of `batch` at `step`."""
+        return self.forward(batch, step)[0]
 
-    def variables_refined(self):
+    @staticmethod
+    def total(terms):
+        """The loss minimised: the three weighted terms in one sum (its shape, like the
+        adaptation's, fixes the order gradients are added in)."""
+        return tf.add_n(list(terms.values()))
+
+    def record(self, window):
+        self.metrics.update(**window)
+
+    @property
+    def trained_variables(self):
         """G_f's and G_y's weights: the domain head has no loss in this phase and stays as it is."""
         return (self.dann.feature_extractor.trainable_variables
                 + self.dann.label_classifier.trainable_variables)
-
-    def apply_gradients(self, gradients):
-        self.optimizer.apply_gradients(zip(gradients, self.variables_refined()))
-        # Adam counts its own updates (its bias correction); the run's step counts both phases.
-        self.step_counter.assign_add(1)
