@@ -40,6 +40,7 @@ import statistics
 import tempfile
 import time
 
+from utils.data import DATA_DIR
 from utils.io import ArgumentParser, UserError, run_main
 
 
@@ -229,7 +230,7 @@ def parse_args(argv=None):
     from config.recipes import RECIPES
 
     parser = ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--data-dir", default=os.path.join("model_data", "dataset"),
+    parser.add_argument("--data-dir", default=DATA_DIR,
                         help="folder holding the pickles (default: %(default)s)")
     parser.add_argument("--recipe", choices=list(RECIPES), default="default",
                         help="recipe whose model and batch are timed (default: %(default)s)")

@@ -30,18 +30,18 @@ import os
 import numpy as np
 
 from utils.io import ArgumentParser, UserError, atomic_save, run_main
-from utils.runs import run_config, run_dirs
+from utils.runs import add_output_root_argument, add_run_argument, run_config, run_dirs
 
 
 def parse_args(argv=None):
     parser = ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--run", required=True, help="run name (as --run-name of the training)")
+    add_run_argument(parser, "run name (as --run-name of the training)")
     parser.add_argument("--from-checkpoint", required=True,
                         help="checkpoint of the run to start from, e.g. ckpt-32000")
     parser.add_argument("--steps", type=int, default=1000,
                         help="updates to replay (default: %(default)s)")
-    parser.add_argument("--output-root", default=".",
-                        help="folder holding logs/, checkpoints/ and config/ (default: %(default)s)")
+    add_output_root_argument(parser, "folder holding logs/, checkpoints/ and config/ "
+                                     "(default: %(default)s)")
     parser.add_argument("--data-dir", default=None,
                         help="folder holding the pickles (default: the run's own)")
     parser.add_argument("--clip-norm", type=float, default=None,

@@ -20,7 +20,7 @@ import numpy as np
 
 from utils.io import ArgumentParser, UserError, atomic_write_json, run_main
 from utils.runs import (add_checkpoint_argument, add_output_root_argument, add_run_argument,
-                        apply_in_batches, check_same_data, find_run, load_test_sets, run_dirs)
+                        check_same_data, find_run, load_test_sets, run_dirs)
 
 
 def parse_args(argv=None):
@@ -65,9 +65,11 @@ def proxy_a_distance(source_features, target_features, seed):
 
 def predict(dann, images, batch_size):
     """Frozen G_f features, predicted classes and G_d's domain logits of `images`."""
-    features = apply_in_batches(dann.feature_extractor, images, batch_size)
-    classes = np.argmax(apply_in_batches(dann.label_classifier, features, batch_size), axis=1)
-    domain_logits = apply_in_batches(dann.domain_classifier, features, batch_size)[:, 0]
+    from utils.training.evaluation import apply_in_batches, inference
+
+    features = apply_in_batches(inference(dann.feature_extractor), images, batch_size)
+    classes = np.argmax(apply_in_batches(inference(dann.label_classifier), features, batch_size), axis=1)
+    domain_logits = apply_in_batches(inference(dann.domain_classifier), features, batch_size)[:, 0]
     return features, classes, domain_logits
 
 

@@ -64,9 +64,10 @@ def probabilities(dann, images, batch_size):
     """softmax(G_y(G_f(images))) in inference mode, as one array."""
     import tensorflow as tf
 
-    return np.concatenate([tf.nn.softmax(dann.model(images[start:start + batch_size],
-                                                    training=False)[0]).numpy()
-                           for start in range(0, len(images), batch_size)])
+    from utils.training.evaluation import apply_in_batches
+
+    return apply_in_batches(lambda batch: tf.nn.softmax(dann.model(batch, training=False)[0]),
+                            images, batch_size)
 
 
 def predict_files(run, paths, batch_size=256):

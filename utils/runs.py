@@ -156,10 +156,3 @@ def check_same_data(configs):
                               for field in differ)
             raise UserError(f"runs {first!r} and {run!r} were trained on different data "
                             f"({shown}); compare runs of the same domains")
-
-
-def apply_in_batches(model, inputs, batch_size):
-    """`model(inputs)` in inference mode as one NumPy array, `batch_size` rows at a time."""
-    return np.concatenate([np.asarray(model(inputs[start:start + batch_size], training=False))
-                           for start in range(0, len(inputs), batch_size)])
-

@@ -96,8 +96,9 @@ def picks(run, names, output_root="."):
 
 
 def _class_logits(model, images, batch_size):
-    return np.concatenate([np.asarray(model(images[start:start + batch_size], training=False)[0])
-                           for start in range(0, len(images), batch_size)])
+    from utils.training.evaluation import apply_in_batches
+
+    return apply_in_batches(lambda batch: model(batch, training=False)[0], images, batch_size)
 
 
 def select(run, names, output_root=".", data_dir=None, test_sets=None):

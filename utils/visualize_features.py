@@ -16,7 +16,7 @@ import time
 import numpy as np
 
 from utils.io import ArgumentParser, UserError, run_main
-from utils.runs import (add_output_root_argument, apply_in_batches, check_same_data, find_run,
+from utils.runs import (add_output_root_argument, check_same_data, find_run,
                         load_test_sets)
 
 PCA_DIMENSIONS = 50
@@ -129,10 +129,13 @@ def main(argv=None):
     images = np.concatenate([images for images, _ in subsets])
     labels = np.concatenate([labels for _, labels in subsets])
     domains = np.repeat([0, 1], args.num)
+    from utils.training.evaluation import apply_in_batches, inference
+
     panels = []
     for kind, run in runs:
         config, dann = run.config, run.load_model()
-        features = apply_in_batches(dann.feature_extractor, images, config.eval_batch_size)
+        features = apply_in_batches(inference(dann.feature_extractor), images,
+                                    config.eval_batch_size)
         start = time.perf_counter()
         embedding = embed(features, args.seed)
         print(f"{kind} run {run.name}: t-SNE of {len(features)} points took "

@@ -16,7 +16,8 @@
     schedules.py            the learning-rate and GRL lambda schedules (Sec. 5.2.2)
     precision.py            mixed precision: policies, loss scaling
     distribute.py           tf.distribute strategies and agreement between workers
-    run_lock.py             one writer per run
+    run_lock.py             the locks: one writer per run, one build per data folder
+    outcome.py              how a run ends: exit statuses and their one-line messages
     init_from.py            starting a refinement run from another run's adaptation phase
     weight_average.py       recipe component: the weight average evaluated and saved
     target_entropy.py       recipe component: conditional entropy on target images

@@ -27,6 +27,11 @@ def apply_in_batches(fn, images, batch_size):
     return np.concatenate([np.asarray(output) for output in outputs])
 
 
+def inference(model):
+    """`model` called in inference mode, as apply_in_batches calls a function of the images."""
+    return lambda images: model(images, training=False)
+
+
 class Evaluator:
     """`evaluate(whole)`: the validation scalars of `model` (a DANN Keras model) on the run's
     test sets and held-out target split (utils/training/prepare.py, RunData).
