@@ -87,6 +87,7 @@ def test_guard_calls_a_confidently_one_class_classifier_collapsed(data_dir, dann
         logits.bias.assign(saved)
 
 
+@pytest.mark.slow  # 20-55 s: kept out of the default suite's 5 minutes
 def test_collapsed_run_stops_with_one_line_exit_4_and_says_so_in_results(data_dir, tmp_path,
                                                                          capsys, monkeypatch):
     saved_checkpoints = []
@@ -162,6 +163,7 @@ def short_run_flags(data_dir, tmp_path, name):
             "--eval-batch-size", "16", "--no-progress"]
 
 
+@pytest.mark.slow  # 20-55 s: kept out of the default suite's 5 minutes
 def test_rollback_restores_the_last_good_checkpoint_and_skips_the_batches_since(
         data_dir, tmp_path, capsys, monkeypatch):
     import tensorflow as tf

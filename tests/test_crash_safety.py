@@ -160,6 +160,7 @@ def test_resume_walks_back_past_a_damaged_newest_checkpoint(finished_run, tmp_pa
                                    atol=1e-7, err_msg=name)
 
 
+@pytest.mark.slow  # 20-55 s: kept out of the default suite's 5 minutes
 def test_resume_from_a_chosen_checkpoint_and_refuse_a_damaged_one(finished_run, tmp_path, capsys):
     copy_run(finished_run, "straight", tmp_path, "chosen")
     os.remove(tmp_path / "logs" / "chosen" / "results.json")
