@@ -95,11 +95,6 @@ class Trainer:
         """Global step: the number of updates applied so far (survives resume)."""
         return int(self.global_step.numpy())
 
-    @property
-    def manager(self):
-        """TensorFlow's CheckpointManager of the run (utils/training/state.py)."""
-        return self.state.manager
-
     def refining(self, step):
         """Whether the update at `step` belongs to the refinement phase."""
         return self.phases.refining(step)
@@ -238,7 +233,7 @@ class Trainer:
                 if step % config.steps_per_epoch == 0 or phase_end or self._checkpoint_due(step):
                     self.save_checkpoint()
             if stopping and step < config.total_steps:
-                if self.manager.latest_checkpoint != checkpoint_path(self.dirs["checkpoints"], step):
+                if self.state.manager.latest_checkpoint != checkpoint_path(self.dirs["checkpoints"], step):
                     self.save_checkpoint()
                 raise stop.interrupted()
         return validation
