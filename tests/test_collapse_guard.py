@@ -63,26 +63,46 @@ def test_guard_calls_an_output_that_ignores_the_image_collapsed(dann_and_images)
         logits.kernel.assign(saved)
 
 
-def test_guard_calls_a_confidently_one_class_classifier_collapsed(data_dir, dann_and_images):
+def test_guard_calls_a_learned_classifier_that_goes_one_class_collapsed(dann_and_images):
     """Units alive and logits that depend on the image, but every image in one class with a
-    loss worse than guessing: what `refined` without its KL term became (README)."""
-    from utils.data import builtin_domains
-
+    loss worse than guessing, after the classifier had learned: what `refined` without its
+    KL term became (README)."""
     dann, images = dann_and_images
-    labels = builtin_domains(data_dir)[0].train_labels[:64]
-    guard = CollapseGuard(dann.feature_extractor, dann.label_classifier, images, labels)
-    # Untrained: about ln 10 against the labels, whatever it predicts.
-    assert guard.diagnosis() is None
     logits = dann.label_classifier.get_layer("class_logits")
     saved = logits.bias.numpy()
+    # Labels the untrained network gets all right: a classifier that has learned its probe.
+    learned = np.argmax(dann.model.predict(images, verbose=0)[0], axis=1)
+    guard = CollapseGuard(dann.feature_extractor, dann.label_classifier, images, learned)
+    assert guard.diagnosis() is None and guard.best_accuracy == 1.0
     try:
         logits.bias.assign(np.where(np.arange(10) == 3, 50.0, 0.0).astype(np.float32))
         diagnosis = guard.diagnosis()
         assert diagnosis.startswith("it puts 100% of the 64 probe training images in class 3, "
                                     "with a cross-entropy of ")
-        assert diagnosis.endswith("(above twice a uniform guess's ln 10 = 2.30)")
+        assert diagnosis.endswith("(above twice a uniform guess's ln 10 = 2.30), after it had "
+                                  "classified 100% of them right")
         # Without labels the guard cannot tell a one-class prediction from a one-class probe.
         assert CollapseGuard(dann.feature_extractor, dann.label_classifier, images).diagnosis() is None
+    finally:
+        logits.bias.assign(saved)
+
+
+def test_guard_does_not_call_a_classifier_that_has_not_learned_yet_collapsed(data_dir,
+                                                                             dann_and_images):
+    """A young run's classifier, one-class and over-confident before it ever learned: on a
+    600-image pair that stopped runs at step 60 with exit 4. It is not a collapse."""
+    from utils.data import builtin_domains
+
+    dann, images = dann_and_images
+    labels = builtin_domains(data_dir)[0].train_labels[:64]
+    logits = dann.label_classifier.get_layer("class_logits")
+    saved = logits.bias.numpy()
+    guard = CollapseGuard(dann.feature_extractor, dann.label_classifier, images, labels)
+    try:
+        logits.bias.assign(np.where(np.arange(10) == 3, 50.0, 0.0).astype(np.float32))
+        for _ in range(3):  # one check after another, never learned: never collapsed
+            assert guard.diagnosis() is None
+        assert guard.best_accuracy < CollapseGuard.learned_accuracy(10)
     finally:
         logits.bias.assign(saved)
 

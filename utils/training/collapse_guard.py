@@ -16,14 +16,20 @@ calls the run collapsed when
     or
   * G_y's logits are the same for every probe image (what a dead layer
     implies, checked directly, whatever the architecture), or
-  * G_y puts (nearly) every probe image in one class and is confidently wrong
-    about them: at least ONE_CLASS_SHARE of the predictions are one class,
-    and the mean cross-entropy against the probe's labels is above 2 ln K,
-    twice what a uniform guess over the K classes scores. Live units and image-dependent
+  * G_y had learned and then put (nearly) every probe image in one class,
+    confidently wrong: at an earlier check its probe accuracy reached
+    LEARNED_FRACTION of the way from chance (1/K) to 1, and now at least
+    ONE_CLASS_SHARE of the predictions are one class with a mean
+    cross-entropy against the probe's labels above 2 ln K, twice what a
+    uniform guess over the K classes scores. Live units and image-dependent
     logits do not make a working classifier: `refined` without its KL term
     (README, "Refinement") drove every image to one class with a loss of 127
-    and units alive, and the run ended at chance as an ordinary result. An
-    untrained network scores about ln K, so a young run does not trip it.
+    and units alive, and the run ended at chance as an ordinary result. A
+    classifier that has not learned yet is not collapsed: on a 600-image
+    pair, tens of updates in, an untrained classifier often puts 90-100 % of
+    the probe in one class with a loss above 2 ln K for a few updates (a
+    transient of SGD with momentum, gone ten updates later), and calling that
+    a collapse stopped runs that were only young (docs/own-domains.md).
 
 It runs before every checkpoint is written and before the final results, so
 a dead model is never saved as a checkpoint nor reported as a result, and the
@@ -53,6 +59,9 @@ CONSTANT_OUTPUT_TOLERANCE = 1e-6
 # At least this share of the probe's predictions in one class (with a cross-entropy above
 # a uniform guess's) is a classifier that collapsed onto that class.
 ONE_CLASS_SHARE = 0.9
+# A classifier has learned once its probe accuracy has gone this far from chance towards 1
+# (0.67 for 3 classes, 0.55 for 10); only then can it collapse onto one class.
+LEARNED_FRACTION = 0.5
 
 
 class Collapsed(Exception):
@@ -195,6 +204,8 @@ class CollapseGuard:
 
     def __init__(self, feature_extractor, label_classifier, probe_images, probe_labels=None):
         """`probe_labels` (the probe images' classes) enables the one-class check."""
+        # The best probe accuracy seen at a check so far (the one-class check waits for it).
+        self.best_accuracy = 0.0
         self.probe_images = np.asarray(probe_images)
         self.probe_labels = None if probe_labels is None else np.asarray(probe_labels, np.int32)
         fe_layers, lc_layers = relu_layers(feature_extractor), relu_layers(label_classifier)
@@ -242,13 +253,24 @@ class CollapseGuard:
         if self.probe_labels is None:
             return None
         predicted = np.argmax(logits, axis=1)
+        num_classes = logits.shape[1]
+        learned = self.best_accuracy >= self.learned_accuracy(num_classes)
+        self.best_accuracy = max(self.best_accuracy, float(np.mean(predicted == self.probe_labels)))
+        if not learned:
+            return None
         top = int(np.bincount(predicted).argmax())
         share = float(np.mean(predicted == top))
-        num_classes = logits.shape[1]
         cross_entropy = float(np.mean(tf.nn.sparse_softmax_cross_entropy_with_logits(
             self.probe_labels, logits.astype(np.float32))))
         if share >= ONE_CLASS_SHARE and cross_entropy > 2 * np.log(num_classes):
             return (f"it puts {share:.0%} of the {len(predicted)} probe training images in class "
                     f"{top}, with a cross-entropy of {cross_entropy:.1f} against their labels "
-                    f"(above twice a uniform guess's ln {num_classes} = {np.log(num_classes):.2f})")
+                    f"(above twice a uniform guess's ln {num_classes} = {np.log(num_classes):.2f}), "
+                    f"after it had classified {self.best_accuracy:.0%} of them right")
         return None
+
+    @staticmethod
+    def learned_accuracy(num_classes):
+        """The probe accuracy from which a classifier counts as having learned."""
+        chance = 1.0 / num_classes
+        return chance + LEARNED_FRACTION * (1.0 - chance)
