@@ -43,13 +43,14 @@ def check_fields(config):
     for name, choices in (("mode", MODES), ("on_collapse", ON_COLLAPSE),
                           ("precision", PRECISIONS), ("strategy", STRATEGIES)):
         check_choice(config, name, choices)
-    # The batch size comes first: an odd or non-positive one leaves
-    # steps_per_epoch unset (None), which the loop below could not compare.
     check_positive(config, "batch_size")
     if config.batch_size % 2:
         raise UserError(f"batch_size must be even to split into source and target halves, "
                         f"got {config.batch_size}; pass e.g. --batch-size {config.batch_size + 1}")
     for name in POSITIVE:
+        # Those two come from the data when unset (the schedule's length, config/config.py).
+        if getattr(config, name) is None and name in ("steps_per_epoch", "eval_every_steps"):
+            continue
         check_positive(config, name)
     if config.num_classes is not None:
         check_positive(config, "num_classes")

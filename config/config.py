@@ -19,8 +19,9 @@ Deviations of the default from the paper, and why:
     updates (4 epochs of 8,000 steps), instead of 64 + 64 for a length the
     paper does not state. The length fits the 8-minute budget of a default
     run on a 2-core CPU. The number of updates is epochs x steps_per_epoch and
-    does not change with the batch size (steps_per_epoch=None restores "one
-    pass over MNIST per epoch").
+    does not change with the batch size. On another source the epoch keeps
+    MNIST's number of passes over the source (`steps_per_epoch` from the data,
+    `scaled_steps_per_epoch`), so 600 images get a short schedule.
   * Loss weighting: L_y is the mean over the source half and L_d the mean
     over the whole batch (`domain_loss_weight=1`), as the authors' released
     Caffe code normalises them (the Office example of their gradient-reversal
@@ -48,8 +49,16 @@ from utils.data import DATA_DIR
 from utils.io import UserError, atomic_write_json, atomic_write_text
 
 # Fields that, left unset (None), are filled from the data when a run starts.
-FROM_DATA = ("input_shape", "num_classes", "class_names", "network")
-MNIST_TRAIN_SIZE = 60000
+FROM_DATA = ("input_shape", "num_classes", "class_names", "network", "steps_per_epoch")
+# An epoch of the default recipe: 8,000 updates over MNIST's 59,000 training images (60,000
+# less the 1,000 of the source validation split), at 32 source images an update.
+MNIST_EPOCH_STEPS, MNIST_TRAIN_POOL = 8000, 59000
+# The shortest epoch a small source gets (docs/own-domains.md, "How the schedule was chosen").
+MIN_STEPS_PER_EPOCH = 250
+
+
+# Keys of config.json that record the run rather than set it (`save`'s `record`).
+RECORD_KEYS = ("device",)
 
 
 # Values of fields added after the first release, for configs saved without them:
@@ -107,8 +116,10 @@ class DANNConfig:
         pixels, svhn below 40, else gtsrb).
       epochs: number of epochs, each of steps_per_epoch updates (with a fixed
         steps_per_epoch the batch size does not change the number of updates).
-      steps_per_epoch: optimisation steps per epoch; None means one pass over
-        the MNIST training set (60000 / (batch_size / 2) steps).
+      steps_per_epoch: optimisation steps per epoch; none takes it from the
+        source: 8,000 x (source training images / 59,000), i.e. at 32 source
+        images an update the 4.3 passes over the source that an epoch of the
+        default makes over MNIST (8,000 on MNIST), at least 250.
       seed: seeds Python, NumPy, TensorFlow and the input pipeline.
       data_dir: folder holding MNIST/mnist_data.pkl and MNIST_M/mnist_m_data.pkl
         (the built-in domains).
@@ -226,7 +237,7 @@ class DANNConfig:
     class_names: Optional[Tuple[str, ...]] = None
     network: Optional[str] = None
     epochs: int = 4
-    steps_per_epoch: Optional[int] = 8000
+    steps_per_epoch: Optional[int] = None
     seed: int = 42
     data_dir: str = DATA_DIR
     run_name: Optional[str] = None
@@ -265,17 +276,29 @@ class DANNConfig:
     refine_vat_weight: float = 0.01
 
     def __post_init__(self):
-        if self.steps_per_epoch is None and isinstance(self.batch_size, int) and self.batch_size > 1:
-            self.steps_per_epoch = MNIST_TRAIN_SIZE // (self.batch_size // 2)
-        if self.eval_every_steps is None and self.steps_per_epoch and self.epochs > 0:
-            # Spaced over the adaptation phase, so a refinement phase adds points at the
-            # same spacing and leaves the adaptation phase's points where they were.
-            self.eval_every_steps = max(self.adaptation_steps // 20, 1)
+        if self.steps_per_epoch is None and self.source == "mnist":
+            # The default recipe's epoch, chosen on MNIST (the scaling below gives it too).
+            self.steps_per_epoch = MNIST_EPOCH_STEPS
+        self.space_validation_points()
         if self.input_shape is not None:
             self.input_shape = tuple(self.input_shape)
         if self.class_names is not None:
             self.class_names = tuple(self.class_names)
         self.validate()
+
+    def space_validation_points(self):
+        """eval_every_steps, when unset, from the schedule's length (once that is known)."""
+        if self.eval_every_steps is None and self.steps_per_epoch and self.epochs > 0:
+            # Spaced over the adaptation phase, so a refinement phase adds points at the
+            # same spacing and leaves the adaptation phase's points where they were.
+            self.eval_every_steps = max(self.adaptation_steps // 20, 1)
+
+    def fill_schedule(self, source_pool_size):
+        """steps_per_epoch, when unset, from the number of source training images the run
+        trains on (after its validation split), then the validation points."""
+        if self.steps_per_epoch is None:
+            self.steps_per_epoch = scaled_steps_per_epoch(source_pool_size)
+        self.space_validation_points()
 
     @property
     def adaptation_steps(self):
@@ -295,9 +318,10 @@ class DANNConfig:
     def to_dict(self):
         return dataclasses.asdict(self)
 
-    def save(self, folder):
-        """Writes config.txt (one `name: value` line per field) and config.json."""
-        items = self.to_dict()
+    def save(self, folder, **record):
+        """Writes config.txt (one `name: value` line per field) and config.json, with `record`
+        (RECORD_KEYS: facts of the run, such as its device, that are not settings)."""
+        items = {**self.to_dict(), **record}
         atomic_write_text(os.path.join(folder, "config.txt"),
                           "".join(f"{name}: {value}\n" for name, value in items.items()))
         atomic_write_json(os.path.join(folder, "config.json"), items)
@@ -312,12 +336,23 @@ class DANNConfig:
             raise UserError(f"no config at {path}; is the run name right?") from None
         except (json.JSONDecodeError, UnicodeDecodeError):
             raise UserError(f"{path} is not a valid config.json; delete it or pick another run") from None
+        for key in RECORD_KEYS:
+            items.pop(key, None)
         known = {field.name for field in dataclasses.fields(cls)}
         unknown = sorted(set(items) - known)
         if unknown:
             raise UserError(f"{path} has unknown keys {unknown}")
         # A run saved before a field existed was trained as the field's value here says.
         return cls(**{**LEGACY_VALUES, **items})
+
+
+def scaled_steps_per_epoch(source_pool_size):
+    """The default epoch for `source_pool_size` training images: MNIST's 8,000 updates scaled
+    by the source's size against MNIST's 59,000 (at the default 32 source images an update,
+    the 4.3 passes an epoch makes over MNIST), at least MIN_STEPS_PER_EPOCH updates. Like
+    the fixed 8,000 before it, it does not change with the batch size: 8,000 on MNIST."""
+    steps = round(MNIST_EPOCH_STEPS * source_pool_size / MNIST_TRAIN_POOL)
+    return max(steps, MIN_STEPS_PER_EPOCH)
 
 
 def config_changes(saved, wanted, ignored=()):
@@ -332,11 +367,15 @@ def config_changes(saved, wanted, ignored=()):
             if field not in ignored and shown(saved.get(field)) != shown(value)]
 
 
-def config_from_args(args, **overrides):
+def config_from_args(args, base=None, **overrides):
     """Builds a DANNConfig from parsed flags (config/cli.py) or any namespace of field
-    values: the recipe's values (--recipe, or `default`), then every value given (not
+    values: `base` (the fields of a saved config.json, --config) or else the `default`
+    recipe, then the recipe's values if --recipe is given, then every value given (not
     None), then `overrides`."""
-    values = recipe_fields(getattr(args, "recipe", None) or "default")
+    recipe = getattr(args, "recipe", None)
+    values = dict(base) if base is not None else recipe_fields(recipe or "default")
+    if base is not None and recipe:
+        values.update(recipe_fields(recipe))
     values.update({field.name: getattr(args, field.name) for field in dataclasses.fields(DANNConfig)
                    if getattr(args, field.name, None) is not None})
     values.update(overrides)

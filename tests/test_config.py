@@ -41,8 +41,16 @@ def test_every_field_overrides_and_save_round_trips(tmp_path):
 
 def test_batch_size_leaves_the_number_of_updates_alone():
     assert config_from_args(parse(["--batch-size", "256"])).total_steps == 32000
-    # steps_per_epoch=None still means one pass over MNIST per epoch.
-    assert DANNConfig(batch_size=256, steps_per_epoch=None).steps_per_epoch == 60000 // 128
+    # steps_per_epoch=None is the default's 8,000 on MNIST; on another source it follows the
+    # source's size (at least 250 updates an epoch), whatever the batch.
+    assert DANNConfig(batch_size=256, steps_per_epoch=None).steps_per_epoch == 8000
+    own = DANNConfig(source="my/source", target="my/target", batch_size=256)
+    assert own.steps_per_epoch is None and own.eval_every_steps is None
+    own.fill_schedule(5900)
+    assert (own.steps_per_epoch, own.eval_every_steps) == (800, 160)
+    tiny = DANNConfig(source="my/source", target="my/target")
+    tiny.fill_schedule(525)
+    assert tiny.total_steps == 4 * 250
 
 
 def test_old_configs_load_with_the_settings_they_were_trained_with(tmp_path):

@@ -140,6 +140,9 @@ def fill_config(config, source, target):
         raise UserError(f"--num-classes is {config.num_classes} but the source has "
                         f"{len(names)} classes; drop --num-classes (it comes from the data)")
     config.input_shape, config.class_names, config.num_classes = shape, names, len(names)
+    # The schedule follows the source images trained on: its training split less the
+    # validators' split (at most an eighth, as utils/data/splits.py holds it out).
+    config.fill_schedule(len(source.train) - min(config.source_val_size, len(source.train) // 8))
     if config.network is None:
         config.network = default_network(shape)
     try:
