@@ -70,3 +70,16 @@ def test_atomic_write_gives_the_permissions_open_would(tmp_path):
     finally:
         os.umask(umask)
     assert (tmp_path / "results.json").stat().st_mode & 0o777 == 0o644
+
+
+def test_json_files_hold_null_never_nan(tmp_path):
+    """Strict JSON parsers refuse NaN: every JSON file the runs write has null instead."""
+    import json
+
+    from utils.io import atomic_write_json
+
+    path = tmp_path / "results.json"
+    atomic_write_json(str(path), {"a": float("nan"), "b": [1.0, float("inf"), {"c": -float("inf")}],
+                                  "d": 0.5, "e": "NaN"})
+    strict = json.loads(path.read_text(), parse_constant=lambda name: pytest.fail(name))
+    assert strict == {"a": None, "b": [1.0, None, {"c": None}], "d": 0.5, "e": "NaN"}

@@ -2,6 +2,7 @@
 import argparse
 import contextlib
 import json
+import math
 import os
 import pickle
 import shutil
@@ -121,8 +122,26 @@ def atomic_write_text(path, text):
     atomic_write_bytes(path, text.encode("utf-8"))
 
 
+def json_safe(obj):
+    """`obj` with every NaN or infinite float replaced by None: strict JSON has no NaN, and
+    parsers that follow it (JavaScript's, Python's with parse_constant) refuse the file."""
+    if isinstance(obj, float):
+        return obj if math.isfinite(obj) else None
+    if isinstance(obj, dict):
+        return {key: json_safe(value) for key, value in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [json_safe(value) for value in obj]
+    return obj
+
+
+def to_json(obj, **options):
+    """Strict JSON text of `obj` (json_safe: NaN and Inf become null)."""
+    return json.dumps(json_safe(obj), allow_nan=False, **options)
+
+
 def atomic_write_json(path, obj):
-    atomic_write_text(path, json.dumps(obj, indent=2, sort_keys=True) + "\n")
+    """Writes `obj` as strict JSON (null, never NaN) to `path` atomically."""
+    atomic_write_text(path, to_json(obj, indent=2, sort_keys=True) + "\n")
 
 
 def atomic_write_pickle(path, obj):

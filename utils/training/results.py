@@ -6,6 +6,7 @@ and has no final weights, so that no tool takes it for a result.
 """
 import os
 
+from utils.device import describe_device
 from utils.io import atomic_save, atomic_write_json
 from utils.runs import FINAL_WEIGHTS
 
@@ -33,7 +34,7 @@ class Results:
             "steps": step,
             # None: the domains have no labels (or test set) to measure it on.
             "target_accuracy": optional("acc/label_acc"),
-            "target_val_accuracy": float(validation.get("acc/target_val_acc", float("nan"))),
+            "target_val_accuracy": optional("acc/target_val_acc"),
             "source_accuracy": optional("acc/source_label_acc"),
             "domain_accuracy": optional("acc/domain_acc"),
             "wall_seconds": round(wall_seconds, 2),
@@ -42,6 +43,7 @@ class Results:
             "timed_steps": timed_steps,
             # Collapses the run went back from (--on-collapse rollback), oldest first.
             "rollbacks": self.rollbacks.records() if self.rollbacks else [],
+            "device": describe_device(),
             **status,
         }
         atomic_write_json(self.path, results)
