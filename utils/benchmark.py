@@ -35,25 +35,13 @@ size of the uint8 arrays it returns.
 """
 import argparse
 import os
-import platform
 import statistics
 import tempfile
 import time
 
 from utils.data import DATA_DIR
+from utils.device import cpu_model
 from utils.io import ArgumentParser, UserError, run_main
-
-
-def cpu_model():
-    """The CPU's marketing name from /proc/cpuinfo (or the platform's guess)."""
-    try:
-        with open("/proc/cpuinfo") as cpuinfo:
-            for line in cpuinfo:
-                if line.startswith("model name"):
-                    return f"{line.split(':', 1)[1].strip()}, {os.cpu_count()} cores"
-    except OSError:
-        pass
-    return f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores"
 
 
 def _seconds_per_call(call, repeats):

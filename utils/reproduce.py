@@ -28,7 +28,7 @@ import subprocess
 import sys
 import time
 
-from utils.benchmark import cpu_model
+from utils.device import cpu_model
 from utils.data import DATA_DIR
 from utils.io import ArgumentParser, UserError, atomic_write_json, atomic_write_text, run_main
 from utils.reproduce_table import summarise, to_markdown
