@@ -17,7 +17,6 @@ built first, exactly as `python create_mnistm.py --out-dir <data-dir>` would
 Other domains (--source, --target, --target-test) are image folders or .npz
 files: utils/data/domains.py.
 """
-import json
 import sys
 
 import create_mnistm
@@ -25,8 +24,10 @@ from config.cli import add_config_arguments, resolve_config
 from model import NETWORKS
 from utils.data import load_run_domains
 from utils.data.domains import fill_config, is_builtin
-from utils.io import ArgumentParser, UserError, ensure_writable_dir, run_main
-from utils.runs import add_output_root_argument
+from utils.device import describe_device
+from utils.io import ArgumentParser, UserError, ensure_writable_dir, run_main, to_json
+from utils.runs import add_output_root_argument, run_dirs
+from utils.summaries import append_log_line
 from utils.training import distribute, outcome
 from utils.training.init_from import check_start_from, copy_run
 from utils.training.run_lock import delete_run, run_writer
@@ -36,6 +37,9 @@ def build_parser():
     """The command line: one flag per DANNConfig field, plus the run and data flags."""
     parser = ArgumentParser(description=__doc__.split("\n\n")[0])
     add_config_arguments(parser)
+    parser.add_argument("--config", metavar="FILE",
+                        help="start a new run from a saved config.json (config/<run>/config.json); "
+                        "flags given beside it override its values (default: off)")
     parser.add_argument("--resume", action="store_true",
                         help="continue --run-name from its newest intact checkpoint, or from "
                         "step 0 when it has none (default: off)")
@@ -123,7 +127,8 @@ def start_run(args, config, task, source, target, collapsed):
     if config.deterministic:
         tf.config.experimental.enable_op_determinism()
     print(f"run {config.run_name}: mode {config.mode}, seed {config.seed}, "
-          f"{config.epochs} epochs x {config.steps_per_epoch} steps, batch {config.batch_size}"
+          f"{config.epochs} epochs x {config.steps_per_epoch} steps, batch {config.batch_size}; "
+          f"{describe_device()}"
           + (f"; {task.name} of {task.num_workers} workers"
              + (" (the chief: it writes the run)" if task.is_chief else
                 " (writes nothing to the run; the chief does)") if task else ""))
@@ -138,12 +143,22 @@ def start_run(args, config, task, source, target, collapsed):
         with outcome.before_training(config):
             trainer = Trainer(config, source, target, output_root=output_root,
                               strategy=strategy, resume_root=resume_root)
+        if args.resume_changes:
+            line = (f"resumed after a divergence with {', '.join(args.resume_changes)} "
+                    "(from the resumed step on)")
+            print(line, flush=True)
+            append_log_line(trainer.dirs["logs"], line)
         # A run started from another run continues from the checkpoint copied into it.
         resume = args.resume or bool(args.init_from)
         results = outcome.train(trainer, args.output_root, resume=resume,
                                 show_progress=not args.no_progress, resume_from=args.resume_from,
                                 command=args.command, collapsed=collapsed)
-    print(json.dumps(results, indent=2))
+    print(to_json(results, indent=2))
+    dirs = run_dirs(args.output_root, config.run_name)
+    if task is None or task.is_chief:
+        print(f"run {config.run_name} saved: logs and results.json in {dirs['logs']} "
+              f"(tensorboard --logdir {dirs['logs']}), weights in {dirs['checkpoints']}, "
+              f"config in {dirs['config']}", flush=True)
 
 
 if __name__ == "__main__":

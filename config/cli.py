@@ -11,11 +11,11 @@ from typing import Optional, Tuple
 
 from config.checks import (INPUT_NORMALISATIONS, MODES, ON_COLLAPSE, PRECISIONS, STRATEGIES,
                            check_run_name)
-from config.config import FROM_DATA, DANNConfig, config_from_args
+from config.config import FROM_DATA, DANNConfig, config_changes, config_from_args
 from config.recipes import RECIPES, recipe_fields
 from model import NETWORKS
 from utils.io import UserError
-from utils.runs import config_file
+from utils.runs import config_file, diverged_file
 
 
 def _parse_bool(text):
@@ -149,17 +149,37 @@ def add_config_arguments(parser):
             parser.add_argument(flag, type=_PARSERS[field.type], metavar=metavar, help=help_text)
 
 
-def resolve_config(args):
-    """The run's config: from the flags, or (with --resume) the saved one, unchanged.
+# What a run stopped by a NaN or Inf may change when it is resumed: the settings that
+# decide how large an update is. They act from the resumed step on; recorded in log.txt.
+CHANGEABLE_AFTER_DIVERGENCE = ("learning_rate", "clip_norm")
 
-    `args` are the train script's: the config flags, --run-name, --resume (true with
-    --resume-from too), --overwrite and --output-root.
+
+def resolve_config(args):
+    """The run's config: from the flags (over --config's saved config.json, if given), or
+    (with --resume) the saved one, unchanged but for what a resume may change.
+
+    `args` are the train script's: the config flags, --config, --run-name, --resume (true
+    with --resume-from too), --overwrite and --output-root. Sets `args.resume_changes`,
+    the "field old -> new" changes a resume made (for log.txt).
     """
+    args.resume_changes = []
+    if args.resume and getattr(args, "config", None):
+        raise UserError("--config starts a new run from a saved config, and --resume continues "
+                        "a run with its own; pass one of them")
     if args.run_name is not None:
         # Before any path is built from it: config/<run> of `--resume` included.
         check_run_name(args.run_name)
+    if args.resume and args.run_name and args.resume_from is None and not os.path.exists(
+            config_file(args.run_name, args.output_root)):
+        # Killed before it wrote its config (its first seconds): nothing to continue.
+        print(f"run {args.run_name!r} has no config.json yet (it was stopped before it wrote "
+              "one, or it never started): starting it afresh from step 0 with the flags given",
+              flush=True)
+        args.resume = False
     if not args.resume:
-        config = config_from_args(args, run_name=args.run_name or time.strftime("%Y%m%d-%H%M%S"))
+        base = saved_config(args.config) if getattr(args, "config", None) else None
+        config = config_from_args(args, base,
+                                  run_name=args.run_name or time.strftime("%Y%m%d-%H%M%S"))
         saved = config_file(config.run_name, args.output_root)
         if os.path.exists(saved) and not args.overwrite:
             raise UserError(f"run {config.run_name!r} already exists ({saved}); pass --resume to "
@@ -173,10 +193,30 @@ def resolve_config(args):
     for name in ("on_collapse", "max_rollbacks"):
         if getattr(args, name, None) is not None:
             setattr(config, name, getattr(args, name))
-    config.validate()
     changed = [name for name, value in config_from_args(args, **config.to_dict()).to_dict().items()
                if getattr(args, name, None) is not None and getattr(args, name) != value]
+    diverged = os.path.exists(diverged_file(args.run_name, args.output_root))
+    if diverged:
+        allowed = [name for name in changed if name in CHANGEABLE_AFTER_DIVERGENCE]
+        args.resume_changes = config_changes(config.to_dict(),
+                                             {name: getattr(args, name) for name in allowed})
+        for name in allowed:
+            setattr(config, name, getattr(args, name))
+        changed = [name for name in changed if name not in allowed]
+    config.validate()
     if changed:
-        raise UserError(f"cannot change {', '.join(changed)} when resuming run {args.run_name!r}; "
-                        "drop those flags or start a new run")
+        also = (f" (after a divergence, {' and '.join('--' + n.replace('_', '-') for n in CHANGEABLE_AFTER_DIVERGENCE)} may change)"
+                if diverged else "")
+        raise UserError(f"cannot change {', '.join(changed)} when resuming run {args.run_name!r}"
+                        f"{also}; drop those flags or start a new run")
     return config
+
+
+def saved_config(path):
+    """The fields of the config.json at `path` (--config), less the run's name: a new run."""
+    if not os.path.isfile(path):
+        raise UserError(f"--config {path}: no such file; give the config.json of a run "
+                        "(config/<run>/config.json)")
+    fields = DANNConfig.load(path).to_dict()
+    fields.pop("run_name")
+    return fields

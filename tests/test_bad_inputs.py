@@ -251,7 +251,6 @@ RESUME_CASES = {
                                                          data_dir=str(data_dir)).save(folder),
                      ["--learning-rate", "0.5"], "cannot change learning_rate"),
     "unknown key in saved config": (_save_config_with_unknown_key, [], "unknown keys ['colour']"),
-    "run that was never started": (lambda folder, data_dir: None, [], "no config at"),
 }
 
 

@@ -62,7 +62,7 @@ def test_config_help_is_the_docstring_with_default_recipe_defaults_and_choices()
         assert defaults[name] == value
     assert helps["--batch-size"].startswith(FIELD_DOCS["batch_size"].rstrip("."))
     assert f"(default: {defaults['batch_size']})" in helps["--batch-size"]
-    assert f"(default: {defaults['steps_per_epoch']})" in helps["--steps-per-epoch"]
+    assert helps["--steps-per-epoch"].endswith("(default: from the data)")
     assert "(default: from the data)" in helps["--input-shape"]
     assert "(default: false)" in helps["--deterministic"]
     for flag, choices in (("--mode", MODES), ("--strategy", STRATEGIES),
@@ -97,3 +97,49 @@ def test_argument_parser_refuses_prefixes_and_keeps_errors_on_one_line():
     with pytest.raises(UserError) as raised:
         parser.error("first\nsecond")
     assert "\n" not in str(raised.value) and "first second" in str(raised.value)
+
+
+def resolve(argv):
+    from config.cli import resolve_config
+
+    args = train_MNIST2MNIST_M.parse_args(argv)
+    return args, resolve_config(args)
+
+
+def test_config_file_starts_a_new_run_and_flags_beside_it_override(tmp_path, capsys):
+    saved = DANNConfig(source="my/source", target="my/target", learning_rate=0.003, seed=5,
+                       run_name="old", input_shape=(64, 64, 3), network="small_resnet")
+    saved.save(str(tmp_path), device="CPU: test")
+    args, config = resolve(["--config", str(tmp_path / "config.json"), "--seed", "6",
+                            "--run-name", "new", "--output-root", str(tmp_path)])
+    assert dataclasses.replace(config, seed=5, run_name="old") == saved
+    assert (config.seed, config.run_name) == (6, "new")
+    with pytest.raises(UserError, match="--config .*missing.json: no such file"):
+        resolve(["--config", str(tmp_path / "missing.json")])
+    with pytest.raises(UserError, match="pass one of them"):
+        resolve(["--config", str(tmp_path / "config.json"), "--run-name", "old", "--resume",
+                 "--output-root", str(tmp_path)])
+
+
+def test_resume_of_a_run_stopped_before_its_config_existed_starts_it_afresh(tmp_path, capsys):
+    args, config = resolve(["--run-name", "k", "--resume", "--seed", "3",
+                            "--output-root", str(tmp_path)])
+    assert not args.resume and (config.run_name, config.seed) == ("k", 3)
+    assert "run 'k' has no config.json yet" in capsys.readouterr().out
+
+
+def test_a_diverged_run_resumes_with_a_lower_learning_rate_and_only_then(tmp_path):
+    DANNConfig(run_name="d", learning_rate=0.01).save(str(tmp_path / "config" / "d"))
+    argv = ["--run-name", "d", "--resume", "--learning-rate", "0.001", "--output-root",
+            str(tmp_path)]
+    with pytest.raises(UserError, match="cannot change learning_rate when resuming run 'd'; "):
+        resolve(argv)
+    (tmp_path / "logs" / "d").mkdir(parents=True)
+    (tmp_path / "logs" / "d" / "diverged.json").write_text('{"diverged_at": 115}')
+    args, config = resolve(argv)
+    assert config.learning_rate == 0.001
+    assert args.resume_changes == ["learning_rate 0.01 -> 0.001"]
+    # Only the size of the update may change, even then.
+    with pytest.raises(UserError, match=r"cannot change seed .*--learning-rate and --clip-norm "
+                                        "may change"):
+        resolve(argv + ["--seed", "1"])

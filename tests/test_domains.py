@@ -101,8 +101,20 @@ def test_dann_trains_on_folders_and_records_shape_classes_and_network(data_dir, 
     assert "network mnist (chosen by input size" in out and "input 28x28x3" in out
     results = json.loads((tmp_path / "logs" / "folders" / "results.json").read_text())
     assert 0 <= results["target_accuracy"] <= 1 and 0 <= results["target_val_accuracy"] <= 1
+    # Timed on a run this short too: every update but the one that traced the step.
+    assert results["timed_steps"] == 3 and results["ms_per_step"] > 0
     saved = json.loads((tmp_path / "config" / "folders" / "config.json").read_text())
     assert saved["input_shape"] == [28, 28, 3] and saved["network"] == "mnist"
+    # The device, said at start and recorded in both files; where the run is, said last.
+    from utils.device import describe_device
+
+    device = describe_device()
+    assert device.startswith(("CPU: ", "GPU: ")) and f"; {device}" in out
+    assert saved["device"] == results["device"] == device
+    assert out.rstrip().splitlines()[-1] == (
+        f"run folders saved: logs and results.json in {tmp_path}/logs/folders (tensorboard "
+        f"--logdir {tmp_path}/logs/folders), weights in {tmp_path}/checkpoints/folders, config "
+        f"in {tmp_path}/config/folders")
     assert saved["class_names"] == [str(digit) for digit in range(10)] and saved["num_classes"] == 10
     # The tools take the run as they take a built-in one.
     from utils import evaluate
@@ -122,8 +134,13 @@ def test_unlabelled_target_reports_no_target_accuracy_and_still_scores_validator
                               "--output-root", str(tmp_path), "--run-name", "unlabelled",
                               *TINY_RUN])
     out = capsys.readouterr().out
-    assert "has no labels: no target validation split and no target accuracy" in out
-    results = json.loads((tmp_path / "logs" / "unlabelled" / "results.json").read_text())
+    assert "training images have no labels: no target validation split, no target accuracy" in out
+    # Strict JSON: null, never NaN, where there is nothing to measure.
+    results = json.loads((tmp_path / "logs" / "unlabelled" / "results.json").read_text(),
+                         parse_constant=lambda name: pytest.fail(f"{name} in results.json"))
+    for name in ("results.json", "validators.json"):
+        json.loads((tmp_path / "logs" / "unlabelled" / name).read_text(),
+                   parse_constant=lambda name: pytest.fail(f"{name} in a JSON file"))
     assert results["target_accuracy"] is None and results["domain_accuracy"] is None
     assert 0 <= results["source_accuracy"] <= 1
     assert "validators source_acc=" in (tmp_path / "logs" / "unlabelled" / "log.txt").read_text()
@@ -131,9 +148,11 @@ def test_unlabelled_target_reports_no_target_accuracy_and_still_scores_validator
     train_MNIST2MNIST_M.main(["--source", str(folders / "mnist"), "--target",
                               str(folders / "flat" / "mnist_m"), "--output-root", str(tmp_path),
                               "--run-name", "labelled_test", *TINY_RUN])
+    # The start line says what results.json then holds: a test accuracy, no validation split.
+    assert ("no target validation split, the target accuracy is measured on its "
+            in capsys.readouterr().out)
     results = json.loads((tmp_path / "logs" / "labelled_test" / "results.json").read_text())
-    assert 0 <= results["target_accuracy"] <= 1 and results["target_val_accuracy"] != \
-        results["target_val_accuracy"]  # NaN: no labelled split to hold out
+    assert 0 <= results["target_accuracy"] <= 1 and results["target_val_accuracy"] is None
 
 
 def test_npz_source_grey_becomes_rgb_beside_a_colour_target(data_dir, folders, tmp_path):

@@ -17,10 +17,12 @@ from utils.training import outcome
 class StandInTrainer:
     """What outcome.train reads of a Trainer; fit() raises `error`."""
 
-    def __init__(self, error, strategy="default", checkpoint="out/checkpoints/r/ckpt-20"):
+    def __init__(self, error, strategy="default", checkpoint="out/checkpoints/r/ckpt-20",
+                 logs="."):
         self.error, self.step, self.checkpoint = error, 25, checkpoint
-        self.config = SimpleNamespace(run_name="r", strategy=strategy)
-        self.dirs = {"checkpoints": "."}
+        self.config = SimpleNamespace(run_name="r", strategy=strategy, learning_rate=0.01,
+                                      clip_norm=0.0)
+        self.dirs = {"checkpoints": ".", "logs": str(logs)}
         self.checkpoints_from = "out/checkpoints/r"
 
     def fit(self, **options):
@@ -36,7 +38,7 @@ def exit_of(error, capsys, **trainer_options):
     return raised.value.code, capsys.readouterr().err
 
 
-def test_each_stop_has_its_exit_status_and_one_line(capsys):
+def test_each_stop_has_its_exit_status_and_one_line(capsys, tmp_path):
     from utils.training.collapse_guard import Collapsed
     from utils.training.loop import Diverged, Interrupted
 
@@ -44,7 +46,14 @@ def test_each_stop_has_its_exit_status_and_one_line(capsys):
     assert status == 143 and err == ("stopped by SIGTERM at step 25; checkpoint saved. Continue "
                                      "with: python train_MNIST2MNIST_M.py --run-name r --resume "
                                      "--output-root out\n")
-    assert exit_of(Diverged("loss is NaN"), capsys) == (outcome.DIVERGED_EXIT, "error: loss is NaN\n")
+    # A divergence says what to change, as a command that can be run, and records itself
+    # (logs/<run>/diverged.json) so that the resume may change the learning rate.
+    assert exit_of(Diverged(7, "loss is NaN."), capsys, logs=tmp_path) == (
+        outcome.DIVERGED_EXIT, "error: loss is NaN. Continue from that checkpoint with smaller "
+        "updates: python train_MNIST2MNIST_M.py --run-name r --resume --output-root out "
+        "--learning-rate 0.001 (and/or --clip-norm 5)\n")
+    assert json.loads((tmp_path / "diverged.json").read_text()) == {
+        "diverged_at": 7, "learning_rate": 0.01, "clip_norm": 0.0}
     status, err = exit_of(Collapsed(60, "all in class 0", None), capsys)
     assert status == outcome.COLLAPSED_EXIT and err.startswith("error: the label classifier")
 

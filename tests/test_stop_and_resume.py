@@ -195,13 +195,19 @@ def test_divergence_stops_cleanly_and_last_good_checkpoint_loads(data_dir, tmp_p
             "--batch-size", "8", "--eval-batch-size", "16", "--checkpoint-every-steps", "1",
             # The NaN guard alone: at this rate the collapse guard would first see the
             # exploded classifier put every probe image in one class (and stop with exit 4).
-            "--collapse-probe-size", "0", "--no-progress"]
+            "--collapse-probe-size", "0"]
     with pytest.raises(SystemExit) as exit_info:
         train_MNIST2MNIST_M.main(argv)
     output = capsys.readouterr()
-    completed = subprocess.CompletedProcess(argv, exit_info.value.code, output.out, output.err)
+    # The progress bar is cleared first: the error starts a line of its own on a terminal.
+    assert re.search(r"[\r\n]error: loss or gradient became NaN/Inf at step ", output.err)
+    errors = "\n".join(part for part in re.split(r"[\r\n]", output.err)
+                       if not part.startswith("diverges:"))
+    completed = subprocess.CompletedProcess(argv, exit_info.value.code, output.out, errors)
     message = assert_one_line_failure(completed, "NaN/Inf at step", "last good checkpoint: ")
     last_good = message.split("last good checkpoint: ")[1].split(". ")[0]
+    assert message.endswith("--run-name diverges --resume --output-root "
+                            f"{tmp_path} --learning-rate 100000 (and/or --clip-norm 5)")
     assert os.path.exists(last_good + ".index"), message
     assert not (tmp_path / "logs" / "diverges" / "results.json").exists()
 
@@ -214,6 +220,51 @@ def test_divergence_stops_cleanly_and_last_good_checkpoint_loads(data_dir, tmp_p
     assert int(trainer.diverged_at.numpy()) == -1
     assert all(np.isfinite(w).all() for w in restored)
     assert any(not np.array_equal(a, b) for a, b in zip(initial, restored))
+
+
+
+def test_the_hint_after_a_divergence_can_be_followed(data_dir, tmp_path, capsys, monkeypatch):
+    """The resume the hint names lowers the learning rate, says so and records it. (At 1e6,
+    as above, the weights are past saving at any rate; here a run at the default rate is told
+    at step 12 that it diverged.)"""
+    import train_MNIST2MNIST_M
+    from config.config import DANNConfig
+    from utils.training.guards import Diverged, Guards
+
+    def diverges_at_12(self, last_good):
+        if self.diverged_at.numpy() < 0 and trainer_step[0] >= 12:
+            raise Diverged(12, f"NaN at step 12; last good checkpoint: {last_good}.")
+
+    trainer_step = [0]
+    original = Guards.check_finite
+    monkeypatch.setattr(Guards, "check_finite", diverges_at_12)
+    from utils.training.loop import Trainer
+    original_until = Trainer.train_until
+
+    def counting(self, *args, **kwargs):
+        result = original_until(self, *args, **kwargs)
+        trainer_step[0] = self.step
+        return result
+
+    monkeypatch.setattr(Trainer, "train_until", counting)
+    argv = ["--data-dir", data_dir, "--output-root", str(tmp_path), "--run-name", "slips",
+            "--epochs", "1", "--steps-per-epoch", "20", "--target-val-size", str(SMALL_VAL_SIZE),
+            "--batch-size", "8", "--eval-batch-size", "16", "--checkpoint-every-steps", "5",
+            "--eval-every-steps", "4", "--no-progress"]
+    with pytest.raises(SystemExit):
+        train_MNIST2MNIST_M.main(argv)
+    hint = capsys.readouterr().err.strip().splitlines()[-1]
+    assert hint.endswith("--run-name slips --resume --output-root "
+                         f"{tmp_path} --learning-rate 0.001 (and/or --clip-norm 5)")
+    monkeypatch.setattr(Guards, "check_finite", original)
+    train_MNIST2MNIST_M.main(hint.split("python train_MNIST2MNIST_M.py ")[1].split(" (")[0].split()
+                             + ["--no-progress"])
+    line = "resumed after a divergence with learning_rate 0.01 -> 0.001 (from the resumed step on)"
+    assert line in capsys.readouterr().out
+    assert line in (tmp_path / "logs" / "slips" / "log.txt").read_text()
+    assert DANNConfig.load(tmp_path / "config" / "slips" / "config.json").learning_rate == 0.001
+    results = json.loads((tmp_path / "logs" / "slips" / "results.json").read_text())
+    assert results["steps"] == 20 and not results["collapsed"]
 
 
 @pytest.mark.slow  # six processes, about a minute: run by .ci/run after the default suite

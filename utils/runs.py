@@ -36,6 +36,12 @@ def results_file(run, output_root="."):
     return os.path.join(run_dirs(output_root, run)["logs"], "results.json")
 
 
+def diverged_file(run, output_root="."):
+    """logs/<run>/diverged.json: the step and settings of a run stopped by a NaN or Inf,
+    kept until it is resumed (with a lower --learning-rate, say)."""
+    return os.path.join(run_dirs(output_root, run)["logs"], "diverged.json")
+
+
 def run_config(run, output_root="."):
     """The run's saved DANNConfig; a UserError if the run does not exist."""
     return DANNConfig.load(config_file(run, output_root))

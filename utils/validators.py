@@ -164,6 +164,17 @@ def dev_score(source_train_features, target_features, source_val_features, sourc
     return -deep_embedded_validation(losses, weights)
 
 
+def link_or_copy(source, path):
+    """A hard link to `source` at `path` (replacing it: atomic_save's empty temporary file), or
+    a copy where the file system has no links."""
+    try:
+        if os.path.exists(path):
+            os.remove(path)
+        os.link(source, path)
+    except OSError:
+        shutil.copyfile(source, path)
+
+
 class ValidatorSuite:
     """All five validators of one run, scored at every validation point.
 
@@ -253,8 +264,9 @@ class ValidatorSuite:
                 atomic_save(path, save_weights)
                 first = path
             else:
-                # The same weights again: copy the file just written rather than re-serialise.
-                atomic_save(path, lambda tmp, source=first: shutil.copyfile(source, tmp))
+                # The same weights again: a hard link to the file just written, so that
+                # five validators agreeing on a step store its weights once on disk.
+                atomic_save(path, lambda tmp, source=first: link_or_copy(source, tmp))
             self.record["best"][name] = {"step": step, "score": scores[name],
                                          "checkpoint": os.path.basename(path)}
         if seconds is not None:

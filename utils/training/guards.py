@@ -15,7 +15,11 @@ from utils.training.collapse_guard import Collapsed, CollapseGuard, Rollbacks
 
 
 class Diverged(Exception):
-    """A loss or gradient became NaN or Inf; no update was applied from that step on."""
+    """A loss or gradient became NaN or Inf at `step`; no update was applied from it on."""
+
+    def __init__(self, step, message):
+        super().__init__(message)
+        self.step = step
 
 
 class Guards:
@@ -37,9 +41,9 @@ class Guards:
         diverged_at = int(self.diverged_at.numpy())
         if diverged_at >= 0:
             last = last_good or "none (no checkpoint was written yet)"
-            raise Diverged(f"loss or gradient became NaN/Inf at step {diverged_at}; training "
-                           f"stopped and no update from that step was applied; last good "
-                           f"checkpoint: {last}. Try a lower --learning-rate.")
+            raise Diverged(diverged_at, f"loss or gradient became NaN/Inf at step {diverged_at}; "
+                           f"training stopped and no update from that step was applied; last "
+                           f"good checkpoint: {last}.")
 
     def check_collapse(self, step, last_good):
         """Raises Collapsed when the collapse guard finds the label classifier dead."""

@@ -14,6 +14,7 @@ import time
 from tqdm import tqdm
 
 from utils.data.domains import fill_config
+from utils.device import describe_device
 from utils.io import ensure_writable_dir
 from utils.runs import run_dirs
 from utils.summaries import append_log_line, create_writers, write_scalars
@@ -162,14 +163,14 @@ class Trainer:
                 # Only now that the rollback is on record (a worker has no results to remove).
                 if os.path.exists(self.results.path):
                     os.remove(self.results.path)
-        config.save(self.dirs["config"])
+        config.save(self.dirs["config"], device=describe_device())
         writers = create_writers(self.dirs["logs"])
         # Timing of this session, added to what the checkpoint says earlier sessions took.
         self.clock.start_session()
         with StopSignals(self.agree) as stop:
+            bar = tqdm(initial=self.step, total=config.total_steps, desc=config.run_name,
+                       disable=not show_progress, leave=False, mininterval=1.0)
             try:
-                bar = tqdm(initial=self.step, total=config.total_steps, desc=config.run_name,
-                           disable=not show_progress, leave=False, mininterval=1.0)
                 while True:
                     try:
                         validation = self._train_to_end(writers, stop, bar)
@@ -192,11 +193,12 @@ class Trainer:
                             raise stop.interrupted()
                         bar.reset(total=config.total_steps)
                         bar.update(self.step)
-                bar.close()
             except Collapsed as collapse:
                 self.results.collapsed(self.step, self.evaluate(), collapse)
                 raise
             finally:
+                # Cleared before any error is printed, so that it stands on a line of its own.
+                bar.close()
                 for writer in writers.values():
                     writer.flush()
         # The loop ends with a whole-set validation of the final step: reuse it
@@ -242,9 +244,10 @@ class Trainer:
         """Runs updates up to `last_step`, or until `stop` (StopSignals) says to: the real
         loop, with the NaN check, the training scalars and the checkpoints at their cadence.
 
-        Returns (seconds, steps, stopping): the time and steps timed from the end of
-        the first call, so the one-time tracing stays out of ms/step, and whether a
-        stop signal was agreed. Only every `log_every_steps` does Python wait for
+        Returns (seconds, steps, stopping): the time and steps timed from the start
+        of the first call, or from its end when that call traced the step, so the
+        one-time tracing stays out of ms/step while a short run is still timed, and
+        whether a stop signal was agreed. Only every `log_every_steps` does Python wait for
         the device (the NaN check and the training scalars), keeping the loop async.
         """
         config = self.config
@@ -259,10 +262,13 @@ class Trainer:
             count = min(config.steps_per_call, last_step - step,
                         _next_multiple(step, config.log_every_steps) - step,
                         _next_multiple(step, config.checkpoint_every_steps) - step)
-            self.phases.step_at(step).run(iterator, count)
+            train_step = self.phases.step_at(step)
+            traces, started = train_step.traces(), (time.perf_counter(), step)
+            train_step.run(iterator, count)
             step += count
             if timed_from is None:
-                timed_from = (time.perf_counter(), step)
+                # Timed from this call unless it traced the step (once a session and phase).
+                timed_from = (time.perf_counter(), step) if train_step.traces() != traces else started
             if bar is not None:
                 bar.update(count)
             if step % config.log_every_steps == 0:

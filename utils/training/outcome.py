@@ -16,8 +16,8 @@ import os
 import re
 import sys
 
-from utils.io import UserError, free_space, one_line
-from utils.runs import results_file
+from utils.io import UserError, atomic_write_json, free_space, one_line
+from utils.runs import diverged_file, results_file
 from utils.training.distribute import is_peer_failure
 
 DIVERGED_EXIT = 3
@@ -80,6 +80,20 @@ def write_failure(error, folder, checkpoint):
     return f"writing the run failed: {reason}{free}; {last}. Free space (or fix the folder), then"
 
 
+def diverged(trainer, step, output_root):
+    """Records a divergence at `step` (logs/<run>/diverged.json, which lets --resume change the
+    learning rate and clipping: config/cli.py) and returns the hint that does so."""
+    config = trainer.config
+    # In the run's own logs (a multi-worker run's worker writes to a temporary copy).
+    atomic_write_json(os.path.join(trainer.dirs["logs"], os.path.basename(
+        diverged_file(config.run_name))), {"diverged_at": step, "learning_rate":
+                                           config.learning_rate, "clip_norm": config.clip_norm})
+    lower = float(f"{config.learning_rate / 10:.2g}")
+    return (f"Continue from that checkpoint with smaller updates: "
+            f"{resume_command(config, output_root)} --learning-rate {lower:g}"
+            + ("" if config.clip_norm else " (and/or --clip-norm 5)"))
+
+
 @contextlib.contextmanager
 def before_training(config):
     """Around building the Trainer: a worker that failed before the workers met (see
@@ -112,9 +126,12 @@ def train(trainer, output_root, **fit_options):
         print(f"stopped by {stop} at step {trainer.step}; checkpoint saved. Continue with: "
               f"{resume_command(config, output_root)}", file=sys.stderr)
         sys.exit(stop.exit_status)
-    except (Diverged, Collapsed) as error:
+    except Diverged as error:
+        print(f"error: {error} {diverged(trainer, error.step, output_root)}", file=sys.stderr)
+        sys.exit(DIVERGED_EXIT)
+    except Collapsed as error:
         print(f"error: {error}", file=sys.stderr)
-        sys.exit(DIVERGED_EXIT if isinstance(error, Diverged) else COLLAPSED_EXIT)
+        sys.exit(COLLAPSED_EXIT)
     except (OSError, tf.errors.OpError) as error:
         if isinstance(error, tf.errors.OpError) and not any(
                 text in str(error) for text in WRITE_FAILURES):

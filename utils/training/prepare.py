@@ -46,9 +46,12 @@ def prepare(config, source, target):
               f"{config.target_val_size} (at most an eighth of the target's training images "
               "is held out)", flush=True)
     if not target.labelled:
-        print(f"the target {target.title} has no labels: no target validation split and no "
-              "target accuracy; the label-free validators still choose checkpoints "
-              "(python -m utils.select)", flush=True)
+        tested = target.test is not None and target.test_labels is not None
+        accuracy = (f"the target accuracy is measured on its {len(target.test)} labelled test "
+                    "images" if tested else "no target accuracy")
+        print(f"the target {target.title}'s training images have no labels: no target "
+              f"validation split, {accuracy}; the label-free validators still choose "
+              "checkpoints (python -m utils.select)", flush=True)
     target_pool, target_val = hold_out_target_validation(target, target_val_size,
                                                          config.target_val_seed)
     # Likewise the source validation split of the validators (utils/validators.py)

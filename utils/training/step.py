@@ -63,6 +63,10 @@ class TrainStep:
         for _ in tf.range(num_steps):
             self.update(next(iterator))
 
+    def traces(self):
+        """How many times the compiled loop has been traced (its first call traces it)."""
+        return self.loop.experimental_get_tracing_count()
+
     def run(self, iterator, count):
         """`count` updates from `iterator` (a distributed dataset's), in one call."""
         self.loop(iterator, tf.constant(count, tf.int32))
