@@ -21,6 +21,9 @@ class Network:
     name: str
     label_units: Tuple[int, ...]
     domain_units: Tuple[int, ...]
+    # The image side the network was drawn for, to which images are resized unless
+    # --input-shape says otherwise (the paper resized GTSRB to 40x40); 0: any size.
+    native_size = 0
 
     def build(self, images):
         """G_f's layers applied to `images` (a Keras tensor of normalised N x H x W x C images),

@@ -42,6 +42,7 @@ class ConvStack(Network):
     conv2, pool2, ... in that order (checkpoints name them; seeded initialisers follow it)."""
 
     convs: Tuple[Conv, ...] = ()
+    native_size: int = 0
 
     def build(self, images):
         import keras
@@ -67,9 +68,12 @@ class ConvStack(Network):
         return size
 
 
-MNIST = ConvStack("mnist", (100, 100), (100,), (Conv(32, 5, 2), Conv(48, 5, 2)))
+# Each at the size the paper trained it on (Sec. 5.2 of JMLR 2016: MNIST 28x28, SVHN 32x32,
+# GTSRB resized to 40x40): images of another size are resized to it unless --input-shape
+# says otherwise, so that the first dense layers do not grow with the image.
+MNIST = ConvStack("mnist", (100, 100), (100,), (Conv(32, 5, 2), Conv(48, 5, 2)), 28)
 SVHN = ConvStack("svhn", (3072, 2048), (1024, 1024),
                  (Conv(64, 5, 3, 2, "same"), Conv(64, 5, 3, 2, "same"),
-                  Conv(128, 5, padding="same")))
+                  Conv(128, 5, padding="same")), 32)
 GTSRB = ConvStack("gtsrb", (512,), (1024, 1024),
-                  (Conv(96, 5, 2), Conv(144, 3, 2), Conv(256, 5, 2)))
+                  (Conv(96, 5, 2), Conv(144, 3, 2), Conv(256, 5, 2)), 40)

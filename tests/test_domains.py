@@ -383,3 +383,28 @@ def test_a_new_format_is_one_module_and_one_registry_entry(data_dir, folders, mo
     with pytest.raises(UserError, match=r"--source constant:7:unlabelled has no labels"):
         load_run_domains(config_for(data_dir, source="constant:7:unlabelled",
                                     target=str(folders / "mnist_m")))
+
+
+def test_a_paper_column_keeps_its_size_and_small_resnet_takes_any(tmp_path, capsys):
+    """--network gtsrb on 64x64 images trains at the 40x40 the paper used (said at start);
+    --input-shape overrides; above 40 pixels the default small_resnet takes the images as they
+    are."""
+    from config.config import DANNConfig
+    from utils.data.domains import fill_config
+
+    sizes = {name: [(64, 64)] * 4 for name in ("a", "b")}
+    source = image_folder(tmp_path / "source", sizes)
+    target = image_folder(tmp_path / "target", sizes, seed=1)
+
+    def filled(**fields):
+        config = DANNConfig(source=source, target=target, **fields)
+        return fill_config(config, *load_run_domains(config))
+
+    config = filled(network="gtsrb")
+    assert config.input_shape == (40, 40, 3)
+    assert ("network gtsrb takes 40x40 images, the size the paper trained it on: the 64x64 "
+            "images are resized (--input-shape 64,64,3 keeps them)") in capsys.readouterr().out
+    assert filled(network="gtsrb", input_shape=(64, 64, 3)).input_shape == (64, 64, 3)
+    default = filled()
+    assert (default.network, default.input_shape) == ("small_resnet", (64, 64, 3))
+    assert "resized" not in capsys.readouterr().out

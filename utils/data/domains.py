@@ -63,6 +63,22 @@ def resolve_shape(specs, input_shape, data_dir):
     return (size[0], size[1], channels)
 
 
+def network_input_shape(network, shape):
+    """(shape, resized): the images' `shape`, or the native size of the network that will
+    train on them (given, or chosen by size) when it has one and they differ: the paper's
+    columns stay at the size they were drawn for, with the run saying so."""
+    from model import NETWORKS, default_network
+
+    name = network or default_network(shape)
+    native = getattr(NETWORKS.get(name), "native_size", 0)
+    if not native or tuple(shape[:2]) == (native, native):
+        return tuple(shape), False
+    print(f"network {name} takes {native}x{native} images, the size the paper trained it on: "
+          f"the {shape[0]}x{shape[1]} images are resized (--input-shape "
+          f"{shape[0]},{shape[1]},{shape[2]} keeps them)", flush=True)
+    return (native, native, shape[2]), True
+
+
 def _class_difference(names, expected):
     missing = [name for name in expected if name not in names]
     extra = [name for name in names if name not in expected]
@@ -89,6 +105,8 @@ def load_run_domains(config, data_dir=None):
         specs.append(("--target-test", config.target_test))
     shape = resolve_shape(specs, config.input_shape, data_dir)
     resize = config.input_shape is not None
+    if not resize and not any(is_builtin(spec) for _, spec in specs):
+        shape, resize = network_input_shape(config.network, shape)
     loaded = [formats.load(spec, flag, shape, resize, data_dir, config.num_classes)
               for flag, spec in specs]
     source, target = loaded[:2]
