@@ -111,9 +111,12 @@ class DANNConfig:
         target's own test split.
       class_names: the class names, in label order; none takes them from the
         data (recorded in the run's config).
-      network: the architecture column of the paper (model/networks.py):
-        mnist, svhn or gtsrb; none picks by input size (mnist below 32
-        pixels, svhn below 40, else gtsrb).
+      network: the feature extractor (model/networks.py): a column of the
+        paper, mnist, svhn or gtsrb, trained at the size the paper drew it
+        for (28, 32, 40 pixels: other images are resized unless --input-shape
+        is given), or small_resnet (any size; its parameters do not grow with
+        the image); none picks by input size: mnist below 32 pixels,
+        small_resnet from 32.
       epochs: number of epochs, each of steps_per_epoch updates (with a fixed
         steps_per_epoch the batch size does not change the number of updates).
       steps_per_epoch: optimisation steps per epoch; none takes it from the

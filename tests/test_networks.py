@@ -19,10 +19,10 @@ MNIST_SEED_0_KERNEL_ENDS = (-0.0015270933508872986, 0.05013914033770561, 0.03432
 
 def test_the_paper_networks_and_the_default_by_input_size():
     assert list(NETWORKS)[:3] == ["mnist", "svhn", "gtsrb"]
-    # Above the 40 pixels the paper's columns were drawn for: small_resnet.
-    assert [default_network(shape) for shape in ((28, 28, 3), (32, 32, 1), (40, 40, 3),
-                                                 (48, 48, 1), (100, 80, 3))] == [
-        "mnist", "svhn", "gtsrb", "small_resnet", "small_resnet"]
+    # From 32 pixels up: small_resnet (the paper's svhn and gtsrb by --network).
+    assert [default_network(shape) for shape in ((28, 28, 3), (20, 20, 1), (32, 32, 1),
+                                                 (40, 40, 3), (100, 80, 3))] == [
+        "mnist", "mnist", "small_resnet", "small_resnet", "small_resnet"]
     svhn = build_dann((32, 32, 3), 5, network="svhn")
     assert [layer.name for layer in svhn.feature_extractor.layers if "conv" in layer.name] == [
         "conv1", "conv2", "conv3"]
@@ -117,5 +117,8 @@ def test_small_resnet_has_the_same_parameters_at_any_size_and_group_norm_per_ima
     alone = small.feature_extractor(images[:1], training=True).numpy()
     mixed = small.feature_extractor(images, training=True).numpy()[:1]
     np.testing.assert_allclose(alone, mixed, rtol=1e-5, atol=1e-5)
-    # Any image of one stem patch or more fits; a smaller one is refused by name.
-    assert NETWORKS["small_resnet"].min_input_size() == 4
+    # Any image fits; from 64 pixels up the residual stages start from the same 16x16 grid.
+    assert NETWORKS["small_resnet"].min_input_size() == 1
+    grids = [build_dann((side, side, 3), 3, network="small_resnet").feature_extractor.get_layer(
+        "stage1_conv1").input.shape[1] for side in (32, 64, 128)]
+    assert grids == [8, 16, 16]
