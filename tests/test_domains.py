@@ -2,6 +2,7 @@
 target test."""
 import json
 import os
+import re
 
 import cv2
 import numpy as np
@@ -111,6 +112,12 @@ def test_dann_trains_on_folders_and_records_shape_classes_and_network(data_dir, 
     device = describe_device()
     assert device.startswith(("CPU: ", "GPU: ")) and f"; {device}" in out
     assert saved["device"] == results["device"] == device
+    # The disk the run said at start its checkpoints would take is what one takes.
+    said = float(re.search(r"a checkpoint takes about ([0-9.]+) MB", out).group(1)) * 1e6
+    checkpoints = tmp_path / "checkpoints" / "folders"
+    written = max(sum(f.stat().st_size for f in checkpoints.glob(f"ckpt-{step}.*"))
+                  for step in {f.name.split(".")[0].split("-")[1] for f in checkpoints.glob("ckpt-*")})
+    assert 0.9 * written < said < 1.1 * written, (said, written)
     assert out.rstrip().splitlines()[-1] == (
         f"run folders saved: logs and results.json in {tmp_path}/logs/folders (tensorboard "
         f"--logdir {tmp_path}/logs/folders), weights in {tmp_path}/checkpoints/folders, config "

@@ -11,6 +11,8 @@ run.
 import os
 import re
 
+import numpy as np
+
 from utils.io import UserError, atomic_write_text
 
 CHECKPOINT = re.compile(r"^ckpt-(\d+)\.index$")
@@ -112,3 +114,35 @@ def discard_after(folder, step):
     lines += [f"all_model_checkpoint_timestamps: {stamp!r}" for stamp in stamps]
     lines.append(f"last_preserved_timestamp: {min(stamps) - 1.0!r}")
     atomic_write_text(state_file, "\n".join(lines) + "\n")
+
+
+def variable_bytes(*trackables):
+    """Bytes of the distinct variables of Keras models, optimizers and tf.Modules."""
+    seen, total = set(), 0
+    for trackable in trackables:
+        variables = getattr(trackable, "weights", None)
+        if variables is None:
+            variables = getattr(trackable, "variables", ())
+        for variable in variables:
+            if id(variable) not in seen:
+                seen.add(id(variable))
+                # Keras variables give their dtype as a name, TensorFlow's as a DType.
+                dtype = np.dtype(getattr(variable.dtype, "name", variable.dtype))
+                total += int(np.prod(tuple(variable.shape))) * dtype.itemsize
+    return total
+
+
+def disk_line(objects, eval_model, max_to_keep):
+    """What the run's checkpoints and weight files will take on disk, in one line for the
+    start of a run: a checkpoint holds every variable of `objects`; a weights file holds
+    `eval_model`'s, written for the final model and each validator's best (hard-linked to
+    one another when they pick the same step)."""
+    checkpoint, weights = variable_bytes(*objects.values()), variable_bytes(eval_model)
+    most = max_to_keep * checkpoint + 6 * weights
+
+    def mb(size):
+        return f"{size / 1e6:.1f} MB"
+
+    return (f"disk: a checkpoint takes about {mb(checkpoint)} and a weights file {mb(weights)}; "
+            f"with --max-to-keep {max_to_keep} checkpoints, the final weights and five "
+            f"validators' best, the run takes at most about {mb(most)}")

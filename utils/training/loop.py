@@ -18,7 +18,7 @@ from utils.device import describe_device
 from utils.io import ensure_writable_dir
 from utils.runs import run_dirs
 from utils.summaries import append_log_line, create_writers, write_scalars
-from utils.training.checkpoints import checkpoint_path
+from utils.training.checkpoints import checkpoint_path, disk_line
 from utils.training.collapse_guard import Collapsed
 from utils.training.distribute import Agreement, create_strategy
 from utils.training.evaluation import Evaluator
@@ -78,6 +78,7 @@ class Trainer:
                               every_seconds=config.checkpoint_every_seconds, agree=self.agree)
         self.results = Results(config, self.dirs, self.clock, self.rollbacks, self.eval_model,
                                self.test_sets)
+        self.disk_line = disk_line(objects, self.eval_model, config.max_to_keep)
         self.evaluator = Evaluator(self.eval_model, data, config)
         self.predict = self.evaluator.predict
         # Label-free model selection: scored from the source validation split, the source
@@ -163,6 +164,7 @@ class Trainer:
                 # Only now that the rollback is on record (a worker has no results to remove).
                 if os.path.exists(self.results.path):
                     os.remove(self.results.path)
+        print(self.disk_line, flush=True)
         config.save(self.dirs["config"], device=describe_device())
         writers = create_writers(self.dirs["logs"])
         # Timing of this session, added to what the checkpoint says earlier sessions took.
