@@ -111,6 +111,10 @@ def prepare_run(args, config, task):
                                          f"picks one of {', '.join(NETWORKS)})"), flush=True)
     if args.init_from:
         check_start_from(config, args.init_from, args.output_root)
+    if config.backbone_weights and not args.resume:
+        from utils.training import backbone
+
+        backbone.check_weights(config)  # a bad file is one line, before anything is written
     return source, target, collapsed
 
 

@@ -23,7 +23,7 @@ POSITIVE = ("learning_rate", "epochs", "steps_per_epoch", "log_every_steps",
 NON_NEGATIVE = ("lr_alpha", "lr_beta", "grl_gamma", "target_val_size", "entropy_weight",
                 "vat_weight", "domain_loss_weight", "clip_norm", "eval_subset", "source_val_size",
                 "collapse_probe_size", "max_rollbacks", "refine_steps", "refine_kl_weight",
-                "refine_entropy_weight", "refine_vat_weight")
+                "refine_entropy_weight", "refine_vat_weight", "backbone_lr_mult")
 
 
 def check_choice(config, name, choices):

@@ -222,6 +222,17 @@ class DANNConfig:
         the refinement phase.
       refine_vat_weight: the weight of target VAT in the refinement phase
         (radius `vat_radius`).
+      backbone_weights: the starting weights of a keras.applications network
+        (resnet50, efficientnet_b0, mobilenet_v3_small): imagenet (Keras
+        fetches and caches them) or a local file, the one Keras caches in
+        ~/.keras/models/ or a .weights.h5 saved from the same application
+        without its top; none starts from random weights
+        (utils/training/backbone.py).
+      backbone_lr_mult: such a backbone learns at this times the learning
+        rate of the heads (0.1, as DAN and the Transfer-Learning-Library's
+        DANN fine-tune a pretrained backbone).
+      freeze_backbone_bn: keep such a backbone's batch-norm statistics and
+        scales as they start (not trained).
     """
 
     mode: str = "dann"
@@ -277,6 +288,9 @@ class DANNConfig:
     refine_kl_weight: float = 0.01
     refine_entropy_weight: float = 0.01
     refine_vat_weight: float = 0.01
+    backbone_weights: Optional[str] = None
+    backbone_lr_mult: float = 0.1
+    freeze_backbone_bn: bool = False
 
     def __post_init__(self):
         if self.steps_per_epoch is None and self.source == "mnist":

@@ -28,7 +28,10 @@ def build_feature_extractor(input_shape, pixel_mean, input_norm="mean", network=
     """
     images = keras.Input(shape=input_shape, name="images")
     # The normalisation computes in float32 under any policy (utils/training/precision.py).
-    if input_norm == "instance":
+    if getattr(network, "raw_pixels", False):
+        # A pretrained backbone's own preprocessing takes the 0-255 pixels (model/applications.py).
+        x = keras.layers.Rescaling(1.0, name="pixels", dtype="float32")(images)
+    elif input_norm == "instance":
         x = InstanceStandardisation(name="instance_standardisation", dtype="float32")(images)
     else:
         mean_subtraction = MeanSubtraction(name="mean_subtraction", dtype="float32")

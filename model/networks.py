@@ -2,9 +2,12 @@
 
 Adding a network is one module defining it (a model.network.Network) and one
 entry below: the three columns of the paper's architecture figure
-(model/paper_columns.py), drawn for 28-40 pixel images, and a small residual
-network for larger ones (model/small_resnet.py). No TensorFlow is imported here.
+(model/paper_columns.py), drawn for 28-40 pixel images, a small residual
+network for larger ones (model/small_resnet.py), and keras.applications
+backbones that can start from pretrained weights (model/applications.py). No
+TensorFlow is imported here.
 """
+from model.applications import EFFICIENTNET_B0, MOBILENET_V3_SMALL, RESNET50
 from model.paper_columns import GTSRB, MNIST, SVHN
 from model.small_resnet import SMALL_RESNET
 
@@ -13,6 +16,9 @@ NETWORKS = {network.name: network for network in (
     SVHN,
     GTSRB,
     SMALL_RESNET,
+    RESNET50,
+    EFFICIENTNET_B0,
+    MOBILENET_V3_SMALL,
 )}
 
 def default_network(input_shape):

@@ -188,6 +188,10 @@ class Rollbacks(tf.Module):
                 f"skipping the {entry['skipped_batches']} batches it had trained on since")
 
 
+def _as_list(outputs):
+    return list(outputs) if isinstance(outputs, (list, tuple)) else [outputs]
+
+
 def relu_layers(model):
     """The layers of `model` (nested models included) with a ReLU activation, in order."""
     found = []
@@ -220,8 +224,9 @@ class CollapseGuard:
 
     def _probe(self, images):
         """(live units per ReLU layer, units per layer, spread and size of the logits)."""
-        *fe_activations, features = self._features(images, training=False)
-        *lc_activations, logits = self._classifier(features, training=False)
+        # A model of one output returns it alone (a backbone without ReLU layers' G_f).
+        *fe_activations, features = _as_list(self._features(images, training=False))
+        *lc_activations, logits = _as_list(self._classifier(features, training=False))
         live, units = [], []
         for activation in fe_activations + lc_activations:
             # Largest activation of each unit (a channel for convolutions) over images and positions.

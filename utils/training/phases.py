@@ -14,7 +14,7 @@ import keras
 from model import build_dann
 from utils.data import pixel_mean
 from utils.summaries import write_scalars
-from utils.training import precision, schedules
+from utils.training import backbone, precision, schedules
 from utils.training.objective import Objective
 from utils.training.refinement import Refinement
 from utils.training.step import TrainStep, divergence_variable, global_step_variable
@@ -41,6 +41,7 @@ class Phases:
                                  config.network)
                       for _ in range(1 + (config.ema_decay > 0) + (config.refine_steps > 0))]
             self.dann = copies.pop(0)
+            backbone.prepare(self.dann, config)  # before the average copies it
             self.learning_rate = schedules.AnnealedLearningRate(
                 config.learning_rate, config.lr_alpha, config.lr_beta, config.adaptation_steps)
             # Clipping the global gradient norm bounds what one batch can do to the weights
@@ -61,7 +62,10 @@ class Phases:
             self.global_step, self.diverged_at = global_step_variable(), divergence_variable()
             self.window = ObjectiveWindow(self.objective.logged_terms)
         shared = (self.global_step, self.diverged_at, self.window, self.weight_average)
-        self.steps = {"adaptation": TrainStep(strategy, self.objective, self.optimizer, *shared)}
+        scales = backbone.gradient_scales(self.dann, self.objective.trained_variables,
+                                          config.backbone_lr_mult)
+        self.steps = {"adaptation": TrainStep(strategy, self.objective, self.optimizer, *shared,
+                                              gradient_scales=scales)}
         if self.refinement:
             self.steps["refinement"] = TrainStep(strategy, self.refinement,
                                                  self.refinement.optimizer, *shared,

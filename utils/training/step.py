@@ -51,10 +51,13 @@ class TrainStep:
     """
 
     def __init__(self, strategy, objective, optimizer, global_step, diverged_at, window,
-                 weight_average=None, count_skipped=True):
+                 weight_average=None, count_skipped=True, gradient_scales=None):
         self.strategy, self.objective, self.optimizer = strategy, objective, optimizer
         self.global_step, self.diverged_at, self.window = global_step, diverged_at, window
         self.weight_average, self.count_skipped = weight_average, count_skipped
+        # Per-variable factors on the gradients: a backbone's lower learning rate
+        # (utils/training/backbone.py); None leaves them as they are.
+        self.gradient_scales = gradient_scales
         self.loop = tf.function(self._steps)
 
     def _steps(self, iterator, num_steps):
@@ -81,6 +84,9 @@ class TrainStep:
             scaled_loss = precision.scale_loss(self.optimizer, total_loss)
         gradients, finite = precision.gradients_and_finite(
             tape, total_loss, scaled_loss, objective.trained_variables, self.optimizer)
+        if self.gradient_scales:
+            gradients = [gradient if scale == 1.0 else gradient * scale
+                         for gradient, scale in zip(gradients, self.gradient_scales)]
         replicas_not_finite = tf.distribute.get_replica_context().all_reduce(
             tf.distribute.ReduceOp.SUM, 1.0 - tf.cast(finite, tf.float32))
         objective.record(outputs)
