@@ -176,3 +176,33 @@ def test_command_line_entry_point(tmp_path):
     assert done.returncode == 2
     assert done.stderr.strip().splitlines()[-1].startswith("error: unknown pair nope")
     assert not (tmp_path / "s").exists()
+
+
+@pytest.mark.slow  # five short trainings, about a minute
+def test_pair_table_trains_each_row_records_it_and_continues(tmp_path, capsys):
+    from utils import pair_table
+
+    suite, root = str(tmp_path / "suite"), str(tmp_path / "runs")
+    make(["--out", suite, "--pairs", "shapes-grey-48"])
+    tiny = ["--epochs", "1", "--steps-per-epoch", "3", "--batch-size", "8",
+            "--eval-batch-size", "16"]
+    argv = ["--suite", suite, "--output-root", root, "--seeds", "2", "--pairs", "shapes-grey-48",
+            *tiny]
+    run_main(lambda: pair_table.main(argv))
+    with open(os.path.join(root, "pair_table.json")) as handle:
+        records = json.load(handle)
+    assert [(r["row"], r["seed"]) for r in records] == [
+        ("source_only", 0), ("source_only", 1), ("dann", 0), ("dann", 1), ("improved", 0),
+        ("target_only", 0)]
+    assert all(r["state"] == "finished" and 0 <= r["target_accuracy"] <= 1
+               and r["disk_bytes"] > 0 and r["ms_per_step"] > 0 for r in records)
+    table = open(os.path.join(root, "pair_table.md")).read()
+    assert "| shapes-grey-48 | 48x48 grey, 4 classes" in table and "| 0 / 0 |" in table
+    assert "mnist-mnist_m (recorded: docs/results.md)" in table
+    capsys.readouterr()
+    # Run again: every run is recorded, nothing is trained.
+    run_main(lambda: pair_table.main(argv))
+    assert "seed 0 ..." not in capsys.readouterr().out
+    with pytest.raises(SystemExit):
+        run_main(lambda: pair_table.main(argv + ["--seed", "3"]))
+    assert "--seed is set per run by this tool" in capsys.readouterr().err
