@@ -47,6 +47,7 @@ def config(path, **fields):
     return DANNConfig(**{**values, **fields})
 
 
+@pytest.mark.slow  # four keras.applications builds, about 15 s
 def test_weights_from_a_file_start_the_backbone_and_bad_files_are_one_line(tmp_path):
     from model import build_dann
     from utils.training import backbone
