@@ -115,8 +115,8 @@ class DANNConfig:
         paper, mnist, svhn or gtsrb, trained at the size the paper drew it
         for (28, 32, 40 pixels: other images are resized unless --input-shape
         is given), or small_resnet (any size; its parameters do not grow with
-        the image); none picks by input size: mnist below 32 pixels,
-        small_resnet from 32.
+        the image), or a keras.applications backbone (resnet50,
+        efficientnet_b0, mobilenet_v3_small); none means mnist, at 28x28.
       epochs: number of epochs, each of steps_per_epoch updates (with a fixed
         steps_per_epoch the batch size does not change the number of updates).
       steps_per_epoch: optimisation steps per epoch; none takes it from the

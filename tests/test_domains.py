@@ -184,13 +184,14 @@ def test_mixed_sizes_need_input_shape_and_are_then_resized_as_keras_does(data_di
 
     sizes = {"a": [(34, 34)] * 5, "b": [(34, 34)] * 4 + [(36, 40)]}
     source = image_folder(tmp_path / "source", sizes)
-    # small_resnet (by size) takes images as they are, so they must agree...
+    # small_resnet takes images as they are, so they must agree...
     with pytest.raises(UserError, match=r"images of mixed sizes \(34x34, but .*b/4.png is 36x40\); "
                                         r"pass --input-shape"):
-        load_run_domains(config_for(data_dir, source=source, target=source))
-    # ...while a paper column resizes every image to its own size.
-    assert load_run_domains(config_for(data_dir, source=source, target=source,
-                                       network="mnist"))[0].shape == (28, 28, 3)
+        load_run_domains(config_for(data_dir, source=source, target=source,
+                                    network="small_resnet"))
+    # ...while a paper column (the default mnist) resizes every image to its own size.
+    assert load_run_domains(config_for(data_dir, source=source, target=source))[0].shape == (
+        28, 28, 3)
     loaded, _ = load_run_domains(config_for(data_dir, source=source, target=source,
                                             input_shape=(32, 32, 1)))
     assert loaded.shape == (32, 32, 1)
@@ -398,8 +399,7 @@ def test_a_new_format_is_one_module_and_one_registry_entry(data_dir, folders, mo
 
 def test_a_paper_column_keeps_its_size_and_small_resnet_takes_any(tmp_path, capsys):
     """--network gtsrb on 64x64 images trains at the 40x40 the paper used (said at start);
-    --input-shape overrides; above 40 pixels the default small_resnet takes the images as they
-    are."""
+    --input-shape overrides; the default mnist takes them at 28x28; small_resnet as they are."""
     from config.config import DANNConfig
     from utils.data.domains import fill_config
 
@@ -417,5 +417,7 @@ def test_a_paper_column_keeps_its_size_and_small_resnet_takes_any(tmp_path, caps
             "images are resized (--input-shape 64,64,3 keeps them)") in capsys.readouterr().out
     assert filled(network="gtsrb", input_shape=(64, 64, 3)).input_shape == (64, 64, 3)
     default = filled()
-    assert (default.network, default.input_shape) == ("small_resnet", (64, 64, 3))
-    assert "resized" not in capsys.readouterr().out
+    assert (default.network, default.input_shape) == ("mnist", (28, 28, 3))
+    capsys.readouterr()
+    resnet = filled(network="small_resnet")
+    assert resnet.input_shape == (64, 64, 3) and "resized" not in capsys.readouterr().out
