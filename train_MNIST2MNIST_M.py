@@ -27,7 +27,6 @@ from utils.data.domains import fill_config, is_builtin
 from utils.device import describe_device
 from utils.io import ArgumentParser, UserError, ensure_writable_dir, run_main, to_json
 from utils.runs import add_output_root_argument, run_dirs
-from utils.summaries import append_log_line
 from utils.training import distribute, outcome
 from utils.training.init_from import check_start_from, copy_run
 from utils.training.run_lock import delete_run, run_writer
@@ -148,6 +147,8 @@ def start_run(args, config, task, source, target, collapsed):
             trainer = Trainer(config, source, target, output_root=output_root,
                               strategy=strategy, resume_root=resume_root)
         if args.resume_changes:
+            from utils.summaries import append_log_line
+
             line = (f"resumed after a divergence with {', '.join(args.resume_changes)} "
                     "(from the resumed step on)")
             print(line, flush=True)

@@ -121,3 +121,17 @@ def test_the_model_imports_nothing_of_utils_or_config():
         outside = {name for name in graph[module]
                    if name.split(".")[0] in ("utils", "config", "train_MNIST2MNIST_M")}
         assert not outside, f"{module} imports {sorted(outside)}"
+
+
+def test_bad_input_fails_before_tensorflow_loads():
+    """The train script's flags, config and data checks run without TensorFlow, so a bad
+    command fails in a second: importing the script must not import it."""
+    import subprocess
+    import sys
+
+    from tests.conftest import ROOT
+
+    code = "import sys, train_MNIST2MNIST_M; print('tensorflow' in sys.modules)"
+    completed = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True,
+                               text=True, timeout=60)
+    assert completed.stdout.strip() == "False", completed.stderr[-2000:]

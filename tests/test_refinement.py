@@ -233,7 +233,7 @@ def test_init_from_compares_settings_but_not_fields_an_older_config_lacks(tmp_pa
     from utils.training.init_from import init_problem
 
     filled = dict(input_shape=(28, 28, 3), num_classes=10, network="mnist",
-                  class_names=tuple(str(k) for k in range(10)))
+                  class_names=tuple(str(k) for k in range(10)), steps_per_epoch=8000)
     older = DANNConfig(**{**RECIPES["improved"], **filled, "class_names": None,
                           "run_name": "older"})
     older.save(tmp_path / "config" / "older")

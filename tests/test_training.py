@@ -34,7 +34,7 @@ def test_two_step_run_writes_every_output(data_dir, tmp_path):
     assert set(results) == {"mode", "seed", "epochs", "steps", "target_accuracy",
                             "target_val_accuracy", "source_accuracy", "domain_accuracy",
                             "wall_seconds", "ms_per_step", "timed_steps", "rollbacks", "collapsed",
-                            "tensorboard_extras_seconds"}
+                            "tensorboard_extras_seconds", "device"}
     assert results["steps"] == 2 and results["mode"] == "dann"
     assert all(math.isfinite(v) for v in results.values() if isinstance(v, float))
     scalars = read_scalars(str(logs))
