@@ -189,14 +189,14 @@ def test_pair_table_trains_each_row_records_it_and_continues(tmp_path, capsys):
     argv = ["--suite", suite, "--output-root", root, "--seeds", "2", "--pairs", "shapes-grey-48",
             *tiny]
     run_main(lambda: pair_table.main(argv))
-    with open(os.path.join(root, "pair_table.json")) as handle:
+    with open(os.path.join(root, "logs", "pair_table", "pair_table.json")) as handle:
         records = json.load(handle)
     assert [(r["row"], r["seed"]) for r in records] == [
         ("source_only", 0), ("source_only", 1), ("dann", 0), ("dann", 1), ("improved", 0),
         ("target_only", 0)]
     assert all(r["state"] == "finished" and 0 <= r["target_accuracy"] <= 1
                and r["disk_bytes"] > 0 and r["ms_per_step"] > 0 for r in records)
-    table = open(os.path.join(root, "pair_table.md")).read()
+    table = open(os.path.join(root, "logs", "pair_table", "pair_table.md")).read()
     assert "| shapes-grey-48 | 48x48 grey, 4 classes" in table and "| 0 / 0 |" in table
     assert "mnist-mnist_m (recorded: docs/results.md)" in table
     capsys.readouterr()

@@ -1,15 +1,16 @@
 """Trains the own-domains table: every pair of `python -m utils.make_pairs` with default settings.
 
     python -m utils.make_pairs --out model_data/pairs
-    python -m utils.pair_table --suite model_data/pairs --output-root runs/pairs
+    python -m utils.pair_table --suite model_data/pairs
 
 Per pair, with no flag beyond the pair's own (any train flag given here is added to every
 run, and recorded; the table itself is made without any) (--source, --target, --target-test): source-only
 and DANN over --seeds seeds (3), `--recipe improved` and train-on-target (the bound, where the
 target has labels) over the first seed. One run at a time, each its own process, as a user
-types it. Each finished run is recorded in <output-root>/pair_table.json as it ends, so a
-stopped table continues where it stopped (a run cut short is trained again from its start);
-then the table is written to pair_table.md: per pair, the target test accuracy of each row
+types it, into logs/, checkpoints/ and config/ of --output-root. Each finished run is
+recorded in <output-root>/logs/pair_table/pair_table.json as it ends, with its output beside
+it, so a stopped table continues where it stopped (a run cut short is trained again from its
+start); then the table is written to pair_table.md there: per pair, the target test accuracy of each row
 (mean +- std and worst seed), collapsed and diverged runs, and the cost of a DANN run (ms per
 update, wall time, disk). MNIST -> MNIST-M, the reference row, takes 10-30 minutes a run here:
 it is trained only when named in --pairs, and otherwise shown from its recorded 5-seed rows
@@ -26,7 +27,7 @@ import numpy as np
 
 from utils.device import cpu_model
 from utils.io import ArgumentParser, UserError, atomic_write_json, atomic_write_text, run_main
-from utils.runs import run_dirs
+from utils.runs import add_output_root_argument, run_dirs
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 RECORDED = os.path.join(ROOT, "docs", "results", "recipe_seeds.csv")
@@ -37,6 +38,11 @@ ROWS = {"source_only": (["--mode", "source_only"], True),
         "improved": (["--recipe", "improved"], False),
         "target_only": (["--mode", "target_only"], False)}
 EXIT_STATES = {0: "finished", 3: "diverged", 4: "collapsed"}
+
+
+def table_dir(output_root):
+    """logs/pair_table/ of the output root: the record, the table and each run's output."""
+    return os.path.join(output_root, "logs", "pair_table")
 
 
 def folder_bytes(folders):
@@ -69,7 +75,7 @@ def train(entry, row, seed, args):
                *pair_flags(entry, args.suite), *ROWS[row][0], "--seed", str(seed),
                "--run-name", name, "--output-root", args.output_root, "--no-progress",
                "--overwrite", *args.extra_flags]
-    log_path = os.path.join(args.output_root, "pair_table_logs", name + ".out")
+    log_path = os.path.join(table_dir(args.output_root), name + ".out")
     os.makedirs(os.path.dirname(log_path), exist_ok=True)
     print(f"{entry['name']}: {row}, seed {seed} ...", flush=True)
     started = time.perf_counter()
@@ -165,8 +171,8 @@ def parse_args(argv=None):
     parser = ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--suite", required=True,
                         help="the folder `python -m utils.make_pairs --out` wrote (pairs.json)")
-    parser.add_argument("--output-root", default=os.path.join("runs", "pairs"),
-                        help="folder of the runs and the table (default: %(default)s)")
+    add_output_root_argument(parser, "folder holding the runs' logs/, checkpoints/ and config/; "
+                                     "the table goes to its logs/pair_table/ (default: %(default)s)")
     parser.add_argument("--pairs", nargs="+", metavar="NAME",
                         help=f"only these pairs (default: every pair but {REFERENCE}, shown "
                         "from its recorded rows)")
@@ -198,7 +204,7 @@ def parse_args(argv=None):
 
 def main(argv=None):
     args = parse_args(argv)
-    record_path = os.path.join(args.output_root, "pair_table.json")
+    record_path = os.path.join(table_dir(args.output_root), "pair_table.json")
     records = []
     if os.path.exists(record_path):
         with open(record_path) as handle:
@@ -220,7 +226,7 @@ def main(argv=None):
     shown = [entry for entry in args.entries
              if entry["name"] == REFERENCE or any(r["pair"] == entry["name"] for r in records)]
     markdown = to_markdown(shown, records, seeds)
-    atomic_write_text(os.path.join(args.output_root, "pair_table.md"), markdown)
+    atomic_write_text(os.path.join(table_dir(args.output_root), "pair_table.md"), markdown)
     print(markdown)
 
 
