@@ -78,6 +78,7 @@ def test_weights_from_a_file_start_the_backbone_and_bad_files_are_one_line(tmp_p
         backbone.check_weights(config(path, network="mnist"))
 
 
+@pytest.mark.slow  # builds MobileNetV3 in a run's process, about 10 s
 def test_a_bad_weights_file_stops_the_run_before_anything_is_written(tmp_path, capsys):
     source, target = pair(tmp_path)
     argv = ["--source", source, "--target", target, "--network", "mobilenet_v3_small",

@@ -223,6 +223,7 @@ def test_divergence_stops_cleanly_and_last_good_checkpoint_loads(data_dir, tmp_p
 
 
 
+@pytest.mark.slow  # two short runs, about 15 s: kept out of the default suite's 5 minutes
 def test_the_hint_after_a_divergence_can_be_followed(data_dir, tmp_path, capsys, monkeypatch):
     """The resume the hint names lowers the learning rate, says so and records it. (At 1e6,
     as above, the weights are past saving at any rate; here a run at the default rate is told
