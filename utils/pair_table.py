@@ -178,6 +178,8 @@ def parse_args(argv=None):
                         "from its recorded rows)")
     parser.add_argument("--rows", nargs="+", choices=list(ROWS), default=list(ROWS),
                         help="only these rows (default: all)")
+    parser.add_argument("--table-only", action="store_true",
+                        help="write the table from the runs recorded so far; train nothing")
     parser.add_argument("--seeds", type=int, default=3,
                         help="seeds of the source-only and DANN rows, 0, 1, ... (default: 3)")
     args, args.extra_flags = parser.parse_known_args(argv)
@@ -213,7 +215,7 @@ def main(argv=None):
     chosen = ([by_name[name] for name in args.pairs] if args.pairs  # in the order given
               else [entry for entry in args.entries if entry["name"] != REFERENCE])
     seeds = list(range(args.seeds))
-    for entry in chosen:
+    for entry in [] if args.table_only else chosen:
         for row in args.rows:
             if row == "target_only" and not entry["target_labelled"]:
                 continue
