@@ -106,7 +106,7 @@ def prepare_run(args, config, task):
     print(f"domains: source {source.title} ({len(source.train)} training images), target "
           f"{target.title} ({len(target.train)}, {'labelled' if target.labelled else 'unlabelled'}"
           f"); {len(config.class_names)} classes; input {'x'.join(map(str, config.input_shape))}; "
-          f"network {config.network}" + ("" if chosen else " (chosen by input size; --network "
+          f"network {config.network}" + ("" if chosen else " (the default; --network "
                                          f"picks one of {', '.join(NETWORKS)})"), flush=True)
     if args.init_from:
         check_start_from(config, args.init_from, args.output_root)

@@ -99,7 +99,7 @@ def test_dann_trains_on_folders_and_records_shape_classes_and_network(data_dir, 
                               str(folders / "mnist_m"), "--target-val-size", str(SMALL_VAL_SIZE),
                               "--output-root", str(tmp_path), "--run-name", "folders", *TINY_RUN])
     out = capsys.readouterr().out
-    assert "network mnist (chosen by input size" in out and "input 28x28x3" in out
+    assert "network mnist (the default; --network picks" in out and "input 28x28x3" in out
     results = json.loads((tmp_path / "logs" / "folders" / "results.json").read_text())
     assert 0 <= results["target_accuracy"] <= 1 and 0 <= results["target_val_accuracy"] <= 1
     # Timed on a run this short too: every update but the one that traced the step.
