@@ -146,7 +146,7 @@ def to_markdown(entries, records, seeds):
             lines.append(f"| {REFERENCE} (recorded: docs/results.md) | {describe(entry)} | "
                          f"{cells.get('source_only', 'n/a')} | {cells.get('dann', 'n/a')} | "
                          f"{cells.get('improved', 'n/a')} | {cells.get('target_only', 'n/a')} "
-                         "| 0 / 0 | | | |")
+                         "| see docs/results.md | | | |")
             continue
         by_row = {row: [r for r in mine if r["row"] == row] for row in ROWS}
         dann = [r for r in by_row["dann"] if r["state"] == "finished"]
