@@ -103,6 +103,14 @@ def test_guard_does_not_call_a_classifier_that_has_not_learned_yet_collapsed(dat
         for _ in range(3):  # one check after another, never learned: never collapsed
             assert guard.diagnosis() is None
         assert guard.best_accuracy < CollapseGuard.learned_accuracy(10)
+        # Nor is an output that ignores the image yet (a pretrained architecture from random
+        # weights starts so): once learned, it would be.
+        kernel = logits.kernel.numpy()
+        logits.kernel.assign(np.zeros_like(kernel))
+        assert guard.diagnosis() is None
+        guard.best_accuracy = 1.0
+        assert guard.diagnosis() == "its logits are the same for all 64 probe training images"
+        logits.kernel.assign(kernel)
     finally:
         logits.bias.assign(saved)
 

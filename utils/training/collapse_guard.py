@@ -15,7 +15,10 @@ calls the run collapsed when
     positive for at least one probe image; a convolution's unit is a channel),
     or
   * G_y's logits are the same for every probe image (what a dead layer
-    implies, checked directly, whatever the architecture), or
+    implies, checked directly, whatever the architecture) after it had learned
+    (below; without probe labels, at any time): a keras.applications backbone
+    from random weights gives the same logits for every image at first, which
+    is not a death, or
   * G_y had learned and then put (nearly) every probe image in one class,
     confidently wrong: at an earlier check its probe accuracy reached
     LEARNED_FRACTION of the way from chance (1/K) to 1, and now at least
@@ -249,9 +252,22 @@ class CollapseGuard:
         count = len(self.probe_images)
         if dead:
             return f"{', '.join(dead)} on {count} probe training images"
+        # Only a classifier that had learned can lose its output (module docstring).
+        if not self._had_learned(logits):
+            return None
         if spread <= CONSTANT_OUTPUT_TOLERANCE * (1.0 + size):
             return f"its logits are the same for all {count} probe training images"
         return self._one_class(logits)
+
+    def _had_learned(self, logits):
+        """Whether an earlier check found the classifier learned (always, without probe
+        labels to tell); counts this check's probe accuracy for the next."""
+        if self.probe_labels is None:
+            return True
+        learned = self.best_accuracy >= self.learned_accuracy(logits.shape[1])
+        accuracy = float(np.mean(np.argmax(logits, axis=1) == self.probe_labels))
+        self.best_accuracy = max(self.best_accuracy, accuracy)
+        return learned
 
     def _one_class(self, logits):
         """The one-class collapse (module docstring), as a phrase, or None."""
@@ -259,10 +275,6 @@ class CollapseGuard:
             return None
         predicted = np.argmax(logits, axis=1)
         num_classes = logits.shape[1]
-        learned = self.best_accuracy >= self.learned_accuracy(num_classes)
-        self.best_accuracy = max(self.best_accuracy, float(np.mean(predicted == self.probe_labels)))
-        if not learned:
-            return None
         top = int(np.bincount(predicted).argmax())
         share = float(np.mean(predicted == top))
         cross_entropy = float(np.mean(tf.nn.sparse_softmax_cross_entropy_with_logits(
