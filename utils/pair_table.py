@@ -103,14 +103,13 @@ def train(entry, row, seed, args):
 
 
 def summary(records):
-    """"mean +- std (worst w)" of the finished runs' target accuracies, and the others' states."""
+    """"mean +- std (worst w)" of the finished runs' target accuracies ("n/a" without any)."""
     finished = [r["target_accuracy"] for r in records
                 if r["state"] == "finished" and r["target_accuracy"] is not None]
     if not finished:
         return "n/a"
-    text = (f"{np.mean(finished):.3f}" if len(finished) == 1 else
+    return (f"{np.mean(finished):.3f}" if len(finished) == 1 else
             f"{np.mean(finished):.3f} ± {np.std(finished):.3f} (worst {min(finished):.3f})")
-    return text
 
 
 def recorded_reference():

@@ -30,6 +30,7 @@ import numpy as np
 
 import utils.data.formats as formats
 from utils.data.builtin import TITLES, is_builtin
+from utils.data.splits import held_out_count
 from utils.io import UserError
 
 
@@ -159,8 +160,9 @@ def fill_config(config, source, target):
                         f"{len(names)} classes; drop --num-classes (it comes from the data)")
     config.input_shape, config.class_names, config.num_classes = shape, names, len(names)
     # The schedule follows the source images trained on: its training split less the
-    # validators' split (at most an eighth, as utils/data/splits.py holds it out).
-    config.fill_schedule(len(source.train) - min(config.source_val_size, len(source.train) // 8))
+    # validators' split (utils/data/splits.py).
+    config.fill_schedule(len(source.train) - held_out_count(config.source_val_size,
+                                                           len(source.train)))
     if config.network is None:
         config.network = default_network(shape)
     try:

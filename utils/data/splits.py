@@ -86,4 +86,10 @@ def hold_out_source_validation(source, size, seed):
     if size < 0:
         raise UserError(f"source_val_size must be >= 0, got {size}; pass --source-val-size 0 "
                         "or more")
-    return hold_out(source, min(size, len(source.train) // 8), seed, "source_val_size")
+    return hold_out(source, held_out_count(size, len(source.train)), seed, "source_val_size")
+
+
+def held_out_count(size, count):
+    """How many of `count` training images a validation split of `size` takes: at most an
+    eighth of them."""
+    return min(size, count // 8)

@@ -10,6 +10,7 @@ import dataclasses
 import numpy as np
 
 from utils.data import hold_out_source_validation, hold_out_target_validation
+from utils.data.splits import held_out_count
 from utils.data.domains import evaluation_sets, pool_size_problem
 from utils.io import UserError
 
@@ -40,7 +41,8 @@ def prepare(config, source, target):
     # else sees the target's training images, so no mode ever trains on it.
     # At most an eighth of the target's images, like the source split: 1,000 of MNIST-M's
     # 59,001, but a smaller target of the user's keeps most of its images for training.
-    target_val_size = min(config.target_val_size, len(target.train) // 8) if target.labelled else 0
+    target_val_size = (held_out_count(config.target_val_size, len(target.train))
+                       if target.labelled else 0)
     if target.labelled and target_val_size < config.target_val_size:
         print(f"target validation split: {target_val_size} {target.title} images, not "
               f"{config.target_val_size} (at most an eighth of the target's training images "
