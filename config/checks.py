@@ -19,7 +19,8 @@ ON_COLLAPSE = ("rollback", "stop")
 # Fields that must be > 0, and fields that must be >= 0.
 POSITIVE = ("learning_rate", "epochs", "steps_per_epoch", "log_every_steps",
             "checkpoint_every_steps", "checkpoint_every_seconds", "max_to_keep", "eval_batch_size",
-            "eval_every_steps", "steps_per_call", "refine_interval", "refine_learning_rate")
+            "eval_every_steps", "steps_per_call", "vat_every", "refine_interval",
+            "refine_learning_rate")
 NON_NEGATIVE = ("lr_alpha", "lr_beta", "grl_gamma", "target_val_size", "entropy_weight",
                 "vat_weight", "domain_loss_weight", "clip_norm", "eval_subset", "source_val_size",
                 "collapse_probe_size", "max_rollbacks", "refine_steps", "refine_kl_weight",

@@ -127,6 +127,10 @@ def field_help(name, default, choices=()):
     return f"{text} ({extra})".replace("%", "%%")
 
 
+# Further names of a field's flag: the name a user of other tools looks for first.
+FLAG_ALIASES = {"max_to_keep": ("--keep-checkpoints",)}
+
+
 def add_config_arguments(parser):
     """Adds one `--field-name` flag per DANNConfig field, with help from its docstring.
 
@@ -137,16 +141,17 @@ def add_config_arguments(parser):
     """
     defaults, choices = flag_defaults(), _choices()
     for field in dataclasses.fields(DANNConfig):
-        flag = "--" + field.name.replace("_", "-")
+        flags = ("--" + field.name.replace("_", "-"),) + FLAG_ALIASES.get(field.name, ())
         options = choices.get(field.name, ())
         help_text = field_help(field.name, defaults[field.name], options)
         if field.type is bool:
             # `--deterministic` alone means true; `--deterministic false` also works.
-            parser.add_argument(flag, type=_parse_bool, nargs="?", const=True, metavar="BOOL",
-                                help=help_text)
+            parser.add_argument(*flags, dest=field.name, type=_parse_bool, nargs="?",
+                                const=True, metavar="BOOL", help=help_text)
         else:
             metavar = "{" + ",".join(options) + "}" if options else field.name.upper()
-            parser.add_argument(flag, type=_PARSERS[field.type], metavar=metavar, help=help_text)
+            parser.add_argument(*flags, dest=field.name, type=_PARSERS[field.type],
+                                metavar=metavar, help=help_text)
 
 
 # What a run stopped by a NaN or Inf may change when it is resumed: the settings that

@@ -134,7 +134,8 @@ class DANNConfig:
       checkpoint_every_seconds: a checkpoint is also written when this many
         seconds have passed since the last one, so a kill loses at most about
         that much training.
-      max_to_keep: how many checkpoints are kept on disk.
+      max_to_keep: how many checkpoints are kept on disk (also
+        `--keep-checkpoints`); the best-validator picks are hard links to them.
       eval_batch_size: batch size of the compiled evaluation function.
       deterministic: turn on TensorFlow op determinism (bit-exact resume).
       strategy: `default` (one device), `mirrored` (tf.distribute over all
@@ -174,6 +175,9 @@ class DANNConfig:
         per pixel).
       vat_start: training progress p in [0, 1) at which the VAT weight starts
         to ramp up; updates before it pay nothing for VAT.
+      vat_every: VAT on every this many updates only, with this many times its
+        weight there (the same gradient per update on average, at 1/k of its
+        cost); 1 is every update.
       eval_every_steps: steps between validation points (TensorBoard
         `validation/`); None means total_steps // 20, i.e. 20 points. The end
         of the run is always evaluated.
@@ -273,6 +277,7 @@ class DANNConfig:
     vat_weight: float = 0.0
     vat_radius: float = 1.5
     vat_start: float = 0.5
+    vat_every: int = 1
     eval_every_steps: Optional[int] = None
     eval_subset: int = 2000
     domain_loss_weight: float = 1.0

@@ -133,3 +133,19 @@ def test_the_backbone_learns_at_its_rate_keeps_frozen_statistics_and_exports(tmp
     loaded = tf.saved_model.load(str(tmp_path / "exported"))
     images = decode_files(paths, (SIDE, SIDE, 3), True, "PATH")
     np.testing.assert_allclose(loaded.serve(tf.constant(images)).numpy(), expected, atol=1e-5)
+    # The backbone alone, for another run's --backbone-weights: at any input size.
+    export.main(["--run", "mobile", "--backbone-only", "--out", str(tmp_path / "bb.weights.h5"),
+                 "--output-root", root])
+    from model import get_network
+
+    larger = get_network("mobilenet_v3_small").backbone((64, 64, 3))
+    larger.load_weights(str(tmp_path / "bb.weights.h5"))
+    for exported, trained_weight in zip(larger.weights, backbone_of(trained).weights):
+        np.testing.assert_array_equal(exported.numpy(), trained_weight.numpy())
+
+
+def test_a_backbone_is_exported_to_a_weights_file_only():
+    from utils import export
+
+    with pytest.raises(UserError, match=r"\.weights\.h5"):
+        export.parse_args(["--run", "r", "--backbone-only", "--out", "backbone.h5"])

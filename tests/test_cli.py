@@ -143,3 +143,10 @@ def test_a_diverged_run_resumes_with_a_lower_learning_rate_and_only_then(tmp_pat
     with pytest.raises(UserError, match=r"cannot change seed .*--learning-rate and --clip-norm "
                                         "may change"):
         resolve(argv + ["--seed", "1"])
+
+
+def test_keep_checkpoints_is_another_name_for_max_to_keep():
+    parser = train_MNIST2MNIST_M.build_parser()
+    assert parser.parse_args(["--keep-checkpoints", "2"]).max_to_keep == 2
+    assert parser.parse_args(["--max-to-keep", "4"]).max_to_keep == 4
+    assert "--keep-checkpoints" in parser.format_help()

@@ -112,26 +112,43 @@ def test_virtual_adversarial_perturbation_finds_the_direction_that_changes_the_p
     np.testing.assert_allclose(cosine, 1.0, atol=1e-3)
 
 
-def test_target_vat_waits_for_its_start_and_then_penalises_a_sensitive_classifier():
-    calls = []
+def steep_classifier(calls):
+    """(classify, images, logits): a classifier undecided (score 0) at the two images and
+    steep around them, which appends to `calls` each time it runs (after these logits)."""
 
     def classify(images):
         calls.append(1)
-        # Undecided (score 0) at the images below, and steep around them.
         score = tf.reduce_sum(images - 100.0, axis=[1, 2, 3]) / 255.0
         return tf.stack([score, -score], axis=1)
 
-    vat = TargetVAT(weight=0.5, radius=1.5, start=0.5, gamma=10.0, total_steps=100,
-                    global_target_batch=2, classify=classify)
     images = tf.constant(np.full((2, 4, 4, 3), 100, np.uint8))
     logits = classify(tf.cast(images, tf.float32))
     calls.clear()
+    return classify, images, logits
+
+
+def test_target_vat_waits_for_its_start_and_then_penalises_a_sensitive_classifier():
+    calls = []
+    classify, images, logits = steep_classifier(calls)
+    vat = TargetVAT(weight=0.5, radius=1.5, start=0.5, gamma=10.0, total_steps=100,
+                    global_target_batch=2, classify=classify)
     assert float(vat(images, logits, 40)) == 0.0 and not calls
     loss = float(vat(images, logits, 75))
     assert loss > 0 and len(calls) == 2
     # The same classifier flattened to a constant is not sensitive at all: no loss.
     flat = TargetVAT(0.5, 1.5, 0.5, 10.0, 100, 2, lambda x: tf.zeros([tf.shape(x)[0], 2]))
     assert float(flat(images, tf.zeros([2, 2]), 75)) == 0.0
+
+
+def test_sparse_vat_pays_on_every_kth_update_only_with_k_times_the_weight():
+    calls = []
+    classify, images, logits = steep_classifier(calls)
+    every_update = TargetVAT(0.5, 1.5, 0.5, 10.0, 100, 2, classify)
+    every_third = TargetVAT(0.5, 1.5, 0.5, 10.0, 100, 2, classify, every=3)
+    assert float(every_third(images, logits, 76)) == 0.0 and not calls
+    # Step 75 is a multiple of 3: the same random start, three times the weighted loss.
+    np.testing.assert_allclose(float(every_third(images, logits, 75)),
+                               3 * float(every_update(images, logits, 75)), rtol=1e-5)
 
 
 def test_weight_average_follows_the_ema_rule():

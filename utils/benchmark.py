@@ -78,23 +78,23 @@ def make_reference_step(trainer, writer):
     return reference_step
 
 
-def make_minimal_step(trainer):
+def make_minimal_step(config, half):
     """The floor: the same DANN update with nothing else, compiled (see the module docstring),
-    its network built under the trainer's precision policy (no loss scaling)."""
+    its network built under `config`'s precision policy (no loss scaling), for batches of
+    `half` source + `half` target images. Also times networks in utils.network_cost.
+    Returns (step, loop, optimizer, dann)."""
     import keras
     import tensorflow as tf
 
     from model import build_dann
     from utils.training.precision import policy
 
-    config = trainer.config
     with policy(config.precision):
         dann = build_dann(config.input_shape, config.num_classes, input_norm=config.input_norm,
                           network=config.network)
     dann.gradient_reversal.grl_lambda.assign(0.5)
     optimizer = keras.optimizers.SGD(config.learning_rate, momentum=config.momentum)
     variables = dann.model.trainable_variables
-    half = trainer.half_batch
     domain_labels = tf.concat([tf.zeros(half), tf.ones(half)], axis=0)
 
     @tf.function
@@ -114,7 +114,7 @@ def make_minimal_step(trainer):
         for _ in tf.range(num_steps):
             minimal_step(labelled_images, labels, unlabelled_images)
 
-    return minimal_step, minimal_loop, optimizer
+    return minimal_step, minimal_loop, optimizer, dann
 
 
 LOOPS = ("project", "minimal", "floor", "reference")
@@ -132,7 +132,8 @@ def training_loops(trainer, project_steps, reference_steps, names=LOOPS):
     iterator = iter(trainer.make_dataset())
     reference_iterator = iter(trainer.make_dataset())
     reference_step = make_reference_step(trainer, writers["train"])
-    minimal_step, minimal_loop, minimal_optimizer = make_minimal_step(trainer)
+    minimal_step, minimal_loop, minimal_optimizer, _ = make_minimal_step(trainer.config,
+                                                                      trainer.half_batch)
     batch = next(iter(make_plain_batches(trainer)))
 
     def project_steps_call():

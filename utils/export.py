@@ -15,6 +15,12 @@ probabilities, are in class_names.txt beside saved_model.pb. Load it with
 
 The folder appears whole or not at all: it is written beside --out, then
 renamed into place.
+
+    python -m utils.export --run <run> --backbone-only --out backbone.weights.h5
+
+writes instead only the weights of a keras.applications run's backbone
+(model/applications.py), the file another run starts from with
+`--backbone-weights backbone.weights.h5` (any input size: they are convolutions).
 """
 import os
 
@@ -32,7 +38,27 @@ def parse_args(argv=None):
     add_output_root_argument(parser)
     parser.add_argument("--overwrite", action="store_true",
                         help="replace --out if it exists (default: refuse)")
-    return parser.parse_args(argv)
+    parser.add_argument("--backbone-only", action="store_true",
+                        help="write only the backbone's weights, as --out (a .weights.h5 file), "
+                             "for another run's --backbone-weights (default: the SavedModel)")
+    args = parser.parse_args(argv)
+    if args.backbone_only and not args.out.endswith(".weights.h5"):
+        raise UserError(f"--out {args.out}: with --backbone-only, name a file ending in "
+                        ".weights.h5 (Keras 3 saves weights only under that suffix)")
+    return args
+
+
+def export_backbone(run, out):
+    """Writes the backbone's weights of `run` to `out` (.weights.h5), whole or not at all."""
+    from utils.training.backbone import backbone_of
+
+    backbone = backbone_of(run.load_model())
+    if backbone is None:
+        raise UserError(f"run {run.name!r} trained network {run.config.network}, which has no "
+                        "keras.applications backbone to export; drop --backbone-only")
+    partial = out[:-len(".weights.h5")] + ".partial.weights.h5"
+    backbone.save_weights(partial)
+    os.replace(partial, out)
 
 
 def export(run, out):
@@ -65,6 +91,12 @@ def main(argv=None):
     if os.path.exists(args.out) and not args.overwrite:
         raise UserError(f"{args.out} exists; pass --overwrite to replace it, or another --out")
     ensure_writable_dir(os.path.dirname(os.path.abspath(args.out)))
+    if args.backbone_only:
+        export_backbone(run, args.out)
+        print(f"wrote the backbone of run {args.run} ({run.config.network}) to {args.out}; "
+              f"start another run from it with --network {run.config.network} "
+              f"--backbone-weights {args.out}")
+        return
     names = export(run, args.out)
     print(f"wrote the SavedModel of run {args.run} to {args.out}: serve(uint8 images "
           f"[N, ...]) -> probabilities of {len(names)} classes ({args.out}/class_names.txt)")

@@ -125,8 +125,9 @@ def append_log_line(log_dir, line):
         log.write(line + "\n")
 
 
-def read_scalars(log_dir, writers=WRITERS, tag_names=None):
-    """Reads every scalar a run logged: {writer: {tag: [(step, value), ...]}}, sorted by step.
+def read_scalars(log_dir, writers=WRITERS, tag_names=None, wall_times=False):
+    """Reads every scalar a run logged: {writer: {tag: [(step, value), ...]}}, sorted by step;
+    with `wall_times`, (step, value, wall time in seconds since the epoch) triples.
 
     `tag_names` ({writer: {tag in the files: tag returned}}) keeps and renames
     only those tags, e.g. to read the original repository's event files under
@@ -154,7 +155,9 @@ def read_scalars(log_dir, writers=WRITERS, tag_names=None):
                         if rename is not None and value.tag not in rename:
                             continue
                         tag = value.tag if rename is None else rename[value.tag]
-                        tags.setdefault(tag, []).append((event.step, _scalar_value(value)))
+                        point = (event.step, _scalar_value(value))
+                        tags.setdefault(tag, []).append(
+                            point + (event.wall_time,) if wall_times else point)
             except tf.errors.DataLossError:
                 raise UserError(f"{path} is truncated or not an event file; delete it or copy "
                                 "it again") from None

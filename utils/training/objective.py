@@ -33,7 +33,8 @@ def vat_term(config, classify, global_target_batch):
     if config.vat_weight <= 0:
         return None
     return TargetVAT(config.vat_weight, config.vat_radius, config.vat_start, config.grl_gamma,
-                     config.adaptation_steps, global_target_batch, classify, seed=config.seed)
+                     config.adaptation_steps, global_target_batch, classify, seed=config.seed,
+                     every=config.vat_every)
 
 
 # The recipe's terms on the unlabelled half, in the order they are summed:

@@ -27,7 +27,9 @@ target half (one of each to find r_adv, one of each for the loss), so an
 update costs about twice as much once the weight is on (`improved` on the
 reference CPU: 20.0 ms per update over a run with VAT on for its second
 half, against 13.4 ms without VAT); before `start` the term is skipped
-entirely.
+entirely. `every` = k > 1 pays that cost on every k-th update only, with k times the
+weight there, so that the term's gradient per update is the same on average (SGD's
+momentum spreads each of those updates over the next ten or so).
 """
 import tensorflow as tf
 
@@ -77,12 +79,13 @@ class TargetVAT:
     name = "vat"
 
     def __init__(self, weight, radius, start, gamma, total_steps, global_target_batch, classify,
-                 seed=0):
+                 seed=0, every=1):
         """`classify` maps a batch of 0-255 float images to class logits (G_y after G_f);
-        `seed` is the run's seed, from which each update's random start is derived."""
+        `seed` is the run's seed, from which each update's random start is derived;
+        `every` = k computes the term on every k-th update only, weighted k times."""
         self.weight, self.radius, self.start, self.gamma = weight, radius, start, gamma
         self.total_steps, self.global_target_batch = total_steps, global_target_batch
-        self.classify, self.seed = classify, seed
+        self.classify, self.seed, self.every = classify, seed, every
 
     def weight_at(self, step):
         """The term's weight for the update at `step`: 0 before `start`, then ramped."""
@@ -106,7 +109,12 @@ class TargetVAT:
     def __call__(self, target_images, target_logits, step):
         weight = self.weight_at(step)
         # Skipped while the weight is 0, so the first part of training costs nothing extra.
-        return tf.cond(weight > 0.0,
+        due = weight > 0.0
+        if self.every > 1:
+            weight *= float(self.every)
+            due = tf.logical_and(due, tf.equal(tf.math.floormod(tf.cast(step, tf.int64),
+                                                                self.every), 0))
+        return tf.cond(due,
                        lambda: weight * self.loss(target_images, target_logits,
                                                   self.random_seed(step)),
                        lambda: tf.constant(0.0))
