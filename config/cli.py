@@ -1,6 +1,7 @@
 """The command line of a run's config: one `--field-name` flag per DANNConfig field, with
 its help taken from the field's description in DANNConfig's docstring (the text exists
-once), and the config a train command line asks for (`resolve_config`).
+once), and the config a command line asks for (`config_from_args`; with --config and
+--resume, `resolve_config`).
 """
 import argparse
 import dataclasses
@@ -11,7 +12,7 @@ from typing import Optional, Tuple
 
 from config.checks import (INPUT_NORMALISATIONS, MODES, ON_COLLAPSE, PRECISIONS, STRATEGIES,
                            check_run_name)
-from config.config import FROM_DATA, DANNConfig, config_changes, config_from_args
+from config.config import FROM_DATA, DANNConfig, config_changes
 from config.recipes import RECIPES, recipe_fields
 from model import NETWORKS
 from utils.io import UserError
@@ -225,3 +226,18 @@ def saved_config(path):
     fields = DANNConfig.load(path).to_dict()
     fields.pop("run_name")
     return fields
+
+
+def config_from_args(args, base=None, **overrides):
+    """Builds a DANNConfig from parsed flags (add_config_arguments) or any namespace of field
+    values: `base` (the fields of a saved config.json, --config) or else the `default`
+    recipe, then the recipe's values if --recipe is given, then every value given (not
+    None), then `overrides`."""
+    recipe = getattr(args, "recipe", None)
+    values = dict(base) if base is not None else recipe_fields(recipe or "default")
+    if base is not None and recipe:
+        values.update(recipe_fields(recipe))
+    values.update({field.name: getattr(args, field.name) for field in dataclasses.fields(DANNConfig)
+                   if getattr(args, field.name, None) is not None})
+    values.update(overrides)
+    return DANNConfig(**values)

@@ -44,7 +44,6 @@ from typing import Optional, Tuple
 # The allowed values live with the rules that check them; importable from here as well.
 from config.checks import (INPUT_NORMALISATIONS, MODES, ON_COLLAPSE, PRECISIONS,  # noqa: F401
                            STRATEGIES, check_fields)
-from config.recipes import recipe_fields
 from utils.data import DATA_DIR
 from utils.io import UserError, atomic_write_json, atomic_write_text
 
@@ -134,8 +133,7 @@ class DANNConfig:
       checkpoint_every_seconds: a checkpoint is also written when this many
         seconds have passed since the last one, so a kill loses at most about
         that much training.
-      max_to_keep: how many checkpoints are kept on disk (also
-        `--keep-checkpoints`); the best-validator picks are hard links to them.
+      max_to_keep: how many checkpoints are kept on disk (also `--keep-checkpoints`).
       eval_batch_size: batch size of the compiled evaluation function.
       deterministic: turn on TensorFlow op determinism (bit-exact resume).
       strategy: `default` (one device), `mirrored` (tf.distribute over all
@@ -388,17 +386,3 @@ def config_changes(saved, wanted, ignored=()):
             for field, value in wanted.items()
             if field not in ignored and shown(saved.get(field)) != shown(value)]
 
-
-def config_from_args(args, base=None, **overrides):
-    """Builds a DANNConfig from parsed flags (config/cli.py) or any namespace of field
-    values: `base` (the fields of a saved config.json, --config) or else the `default`
-    recipe, then the recipe's values if --recipe is given, then every value given (not
-    None), then `overrides`."""
-    recipe = getattr(args, "recipe", None)
-    values = dict(base) if base is not None else recipe_fields(recipe or "default")
-    if base is not None and recipe:
-        values.update(recipe_fields(recipe))
-    values.update({field.name: getattr(args, field.name) for field in dataclasses.fields(DANNConfig)
-                   if getattr(args, field.name, None) is not None})
-    values.update(overrides)
-    return DANNConfig(**values)

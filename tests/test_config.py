@@ -2,8 +2,8 @@ import argparse
 import json
 
 
-from config.cli import add_config_arguments
-from config.config import DANNConfig, config_from_args
+from config.cli import add_config_arguments, config_from_args
+from config.config import DANNConfig
 
 
 def parse(argv):

@@ -233,7 +233,7 @@ def test_original_recipe_trains_a_few_steps(original_recipe_run):
 
 def test_original_recipe_is_the_original_schedule():
     import train_MNIST2MNIST_M
-    from config.config import config_from_args
+    from config.cli import config_from_args
 
     config = config_from_args(train_MNIST2MNIST_M.parse_args(["--recipe", "original"]))
     assert (config.batch_size, config.epochs, config.steps_per_epoch) == (256, 5000, 468)

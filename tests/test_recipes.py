@@ -7,8 +7,8 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from config.cli import add_config_arguments
-from config.config import DANNConfig, config_from_args
+from config.cli import add_config_arguments, config_from_args
+from config.config import DANNConfig
 from config.recipes import RECIPES
 from model.dann import InstanceStandardisation
 from tests.conftest import SMALL_VAL_SIZE

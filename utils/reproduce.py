@@ -49,7 +49,7 @@ def run_name(recipe, mode, seed):
 def requested_config(recipe, mode, seed, name, data_dir, extra_flags):
     """The DANNConfig the train script would build for this run (checked before training)."""
     import train_MNIST2MNIST_M
-    from config.config import config_from_args
+    from config.cli import config_from_args
 
     args = train_MNIST2MNIST_M.parse_args(["--recipe", recipe, "--mode", mode, "--seed", str(seed),
                                            "--data-dir", data_dir, *extra_flags])

@@ -10,8 +10,8 @@ import dataclasses
 import numpy as np
 
 from utils.data import hold_out_source_validation, hold_out_target_validation
-from utils.data.splits import held_out_count
 from utils.data.domains import evaluation_sets, pool_size_problem
+from utils.data.splits import held_out_count
 from utils.io import UserError
 
 
