@@ -15,6 +15,7 @@ INPUT_NORMALISATIONS = ("mean", "instance")
 STRATEGIES = ("default", "mirrored", "multi_worker")
 PRECISIONS = ("float32", "mixed_bfloat16", "mixed_float16")
 ON_COLLAPSE = ("rollback", "stop")
+BN_STATISTICS = ("target", "moving")
 
 # Fields that must be > 0, and fields that must be >= 0.
 POSITIVE = ("learning_rate", "epochs", "steps_per_epoch", "log_every_steps",
@@ -42,7 +43,8 @@ def check_positive(config, name):
 def check_fields(config):
     """Raises UserError naming the first invalid field of `config` and how to fix it."""
     for name, choices in (("mode", MODES), ("on_collapse", ON_COLLAPSE),
-                          ("precision", PRECISIONS), ("strategy", STRATEGIES)):
+                          ("precision", PRECISIONS), ("strategy", STRATEGIES),
+                          ("bn_statistics", BN_STATISTICS)):
         check_choice(config, name, choices)
     check_positive(config, "batch_size")
     if config.batch_size % 2:

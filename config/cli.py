@@ -10,8 +10,8 @@ import re
 import time
 from typing import Optional, Tuple
 
-from config.checks import (INPUT_NORMALISATIONS, MODES, ON_COLLAPSE, PRECISIONS, STRATEGIES,
-                           check_run_name)
+from config.checks import (BN_STATISTICS, INPUT_NORMALISATIONS, MODES, ON_COLLAPSE, PRECISIONS,
+                           STRATEGIES, check_run_name)
 from config.config import FROM_DATA, DANNConfig, config_changes
 from config.recipes import RECIPES, recipe_fields
 from model import NETWORKS
@@ -97,7 +97,8 @@ FIELD_DOCS = attribute_docs(DANNConfig.__doc__)
 def _choices():
     return {"mode": MODES, "strategy": STRATEGIES, "on_collapse": ON_COLLAPSE,
             "network": tuple(NETWORKS), "input_norm": INPUT_NORMALISATIONS,
-            "recipe": tuple(RECIPES), "precision": PRECISIONS}
+            "recipe": tuple(RECIPES), "precision": PRECISIONS,
+            "bn_statistics": BN_STATISTICS}
 
 
 def _show(value):

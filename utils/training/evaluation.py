@@ -13,6 +13,7 @@ import tensorflow as tf
 
 from utils.data import seeded_subset_indices
 from utils.summaries import format_validation_line, write_scalars
+from utils.training.batch_norm_statistics import target_statistics
 
 
 def apply_in_batches(fn, images, batch_size):
@@ -48,6 +49,9 @@ class Evaluator:
         self.predict = tf.function(self._predict, input_signature=spec)
         self.outputs = tf.function(self._outputs, input_signature=spec)
         self.subsets = self._subsets()
+        # The target's own batch-norm statistics, recomputed before every evaluation (None:
+        # the network has none to recompute, or --bn-statistics moving).
+        self.statistics = target_statistics(model, data, config)
 
     def _predict(self, images):
         class_logits, domain_logits = self.model(images, training=False)
@@ -109,6 +113,8 @@ class Evaluator:
                 return images, labels
             return images[indices], None if labels is None else labels[indices]
 
+        if self.statistics:
+            self.statistics.recompute()
         results = {}
         for name, domain_label in (("target", 1.0), ("source", 0.0)):
             if self.data.test_sets[name] is not None:

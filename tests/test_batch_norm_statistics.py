@@ -1,0 +1,122 @@
+"""The target's batch-norm statistics (utils/training/batch_norm_statistics.py, AdaBN): the
+population mean and variance of each trained layer, frozen layers and networks without batch
+norm left alone, and the run's saved weights carrying them."""
+import os
+import types
+
+import numpy as np
+import pytest
+
+from tests.test_backbones import SIDE, mobilenet_weights, pair
+
+
+def tiny_dann(frozen=False):
+    """A DANN-shaped Keras model whose G_f is conv, batch norm, conv, batch norm, pooling;
+    with `frozen`, the second batch norm is not trained."""
+    import keras
+
+    keras.utils.set_random_seed(0)
+    images = keras.Input((8, 8, 3), dtype="uint8")
+    x = keras.layers.Rescaling(1 / 255.0)(images)
+    x = keras.layers.Conv2D(4, 3, name="conv1")(x)
+    x = keras.layers.BatchNormalization(momentum=0.99, name="bn1")(x)
+    x = keras.layers.ReLU()(x)
+    x = keras.layers.Conv2D(5, 3)(x)
+    x = keras.layers.BatchNormalization(momentum=0.99, name="bn2")(x)
+    features = keras.layers.GlobalAveragePooling2D()(x)
+    extractor = keras.Model(images, features, name="feature_extractor")
+    if frozen:
+        extractor.get_layer("bn2").trainable = False
+    outer = keras.Input((8, 8, 3), dtype="uint8")
+    return keras.Model(outer, keras.layers.Dense(2)(extractor(outer))), extractor
+
+
+def test_the_statistics_are_the_target_population_s_and_frozen_layers_keep_theirs():
+    from utils.training.batch_norm_statistics import TargetStatistics
+
+    model, extractor = tiny_dann(frozen=True)
+    images = np.random.default_rng(1).integers(0, 256, (200, 8, 8, 3), dtype=np.uint8)
+    frozen = extractor.get_layer("bn2")
+    frozen_before = [weight.numpy().copy() for weight in frozen.weights]
+    statistics = TargetStatistics(model, images, batch_size=40, seed=0)
+    assert [layer.name for layer in statistics.layers] == ["bn1"]
+    statistics.recompute()
+    # bn1's input does not depend on any batch norm: its statistics over all 200 images
+    # (five batches of 40) are the population's exactly, pixels and images alike.
+    conv = extractor.get_layer("conv1")
+    outputs = conv(images.astype(np.float32) / 255.0).numpy().reshape(-1, 4)
+    bn1 = extractor.get_layer("bn1")
+    np.testing.assert_allclose(bn1.moving_mean.numpy(), outputs.mean(axis=0), rtol=1e-4, atol=1e-6)
+    np.testing.assert_allclose(bn1.moving_variance.numpy(), outputs.var(axis=0), rtol=1e-4)
+    assert bn1.momentum == 0.99  # restored for training
+    for after, before in zip(frozen.weights, frozen_before):
+        np.testing.assert_array_equal(after.numpy(), before)
+    # The same weights give the same statistics again (a resumed run's).
+    first = bn1.moving_variance.numpy().copy()
+    bn1.moving_variance.assign(np.ones(4, np.float32))
+    statistics.recompute()
+    np.testing.assert_array_equal(bn1.moving_variance.numpy(), first)
+
+
+def test_only_trained_batch_norm_has_statistics_to_recompute():
+    from config.config import DANNConfig
+    from model import build_dann
+    from utils.training.batch_norm_statistics import target_statistics
+
+    data = types.SimpleNamespace(half_batch=4, target_pool={
+        "images": np.zeros((16, 28, 28, 3), np.uint8)})
+    # The default network has no batch norm: its evaluation is untouched.
+    default = build_dann((28, 28, 3), 10)
+    assert target_statistics(default.model, data, DANNConfig()) is None
+    model, _ = tiny_dann()
+    data.target_pool["images"] = np.zeros((16, 8, 8, 3), np.uint8)
+    assert target_statistics(model, data, DANNConfig()) is not None
+    assert target_statistics(model, data, DANNConfig(bn_statistics="moving")) is None
+
+
+def test_an_unknown_choice_is_one_line():
+    from config.config import DANNConfig
+    from utils.io import UserError
+
+    with pytest.raises(UserError, match="unknown bn_statistics 'source'; use one of target, moving"):
+        DANNConfig(bn_statistics="source").validate()
+
+
+@pytest.mark.slow  # a MobileNetV3 run: about 20 s
+def test_a_run_saves_the_target_statistics_of_its_final_weights(tmp_path):
+    import train_MNIST2MNIST_M
+    from model import build_dann
+    from utils.data import load_run_domains
+    from utils.runs import find_run
+    from utils.training.batch_norm_statistics import TargetStatistics
+    from utils.training.prepare import prepare
+
+    source, target = pair(tmp_path)
+    path = tmp_path / "mobilenet.weights.h5"
+    mobilenet_weights(path, seed=3)
+    root = str(tmp_path / "out")
+    train_MNIST2MNIST_M.main(["--source", source, "--target", target, "--network",
+                              "mobilenet_v3_small", "--backbone-weights", str(path),
+                              "--input-shape", "32,32,3", "--epochs", "1", "--steps-per-epoch",
+                              "3", "--batch-size", "8", "--eval-batch-size", "8",
+                              "--collapse-probe-size", "0", "--output-root", root,
+                              "--run-name", "adabn", "--no-progress"])
+    run = find_run("adabn", root)
+    dann = run.load_model()
+    saved = [variable.numpy().copy() for variable in dann.model.weights]
+    config = run.config
+    data = prepare(config, *load_run_domains(config))
+    statistics = TargetStatistics(dann.model, data.target_pool["images"], 2 * data.half_batch,
+                                  config.target_val_seed)
+    assert len(statistics.layers) > 30  # every batch norm of MobileNetV3Small
+    statistics.recompute()
+    # The saved statistics are those the final weights give on the target: recomputing
+    # them changes nothing, and they are not Keras' running averages from 0 and 1.
+    fresh = build_dann((SIDE, SIDE, 3), 2, network="mobilenet_v3_small").model
+    moved = 0
+    for variable, before, initial in zip(dann.model.weights, saved, fresh.weights):
+        np.testing.assert_allclose(variable.numpy(), before, rtol=1e-5, atol=1e-6)
+        if "moving_variance" in variable.path:
+            moved += not np.allclose(variable.numpy(), initial.numpy(), rtol=0.05)
+    assert moved > 30
+    assert os.path.isfile(run.weights)
