@@ -15,7 +15,7 @@ INPUT_NORMALISATIONS = ("mean", "instance")
 STRATEGIES = ("default", "mirrored", "multi_worker")
 PRECISIONS = ("float32", "mixed_bfloat16", "mixed_float16")
 ON_COLLAPSE = ("rollback", "stop")
-BN_STATISTICS = ("target", "moving")
+BN_STATISTICS = ("domain", "moving")
 
 # Fields that must be > 0, and fields that must be >= 0.
 POSITIVE = ("learning_rate", "epochs", "steps_per_epoch", "log_every_steps",

@@ -235,11 +235,11 @@ class DANNConfig:
         DANN fine-tune a pretrained backbone).
       freeze_backbone_bn: keep such a backbone's batch-norm statistics and
         scales as they start (not trained).
-      bn_statistics: the batch-norm statistics evaluated and saved: target
-        recomputes them on the target's training images before every
-        evaluation (AdaBN, Li et al. 2016); moving keeps Keras' running
-        averages. Only networks with trained batch norm have any
-        (utils/training/batch_norm_statistics.py).
+      bn_statistics: the batch-norm statistics a run evaluates with: domain
+        recomputes them at every evaluation on the training images of the
+        domain evaluated, and saves the target's (AdaBN, Li et al. 2016);
+        moving keeps Keras' running averages. Only networks with trained
+        batch norm have any (utils/training/batch_norm_statistics.py).
     """
 
     mode: str = "dann"
@@ -299,7 +299,7 @@ class DANNConfig:
     backbone_weights: Optional[str] = None
     backbone_lr_mult: float = 0.1
     freeze_backbone_bn: bool = False
-    bn_statistics: str = "target"
+    bn_statistics: str = "domain"
 
     def __post_init__(self):
         if self.steps_per_epoch is None and self.source == "mnist":

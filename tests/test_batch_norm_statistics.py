@@ -1,6 +1,7 @@
-"""The target's batch-norm statistics (utils/training/batch_norm_statistics.py, AdaBN): the
+"""Each domain's batch-norm statistics (utils/training/batch_norm_statistics.py, AdaBN): the
 population mean and variance of each trained layer, frozen layers and networks without batch
-norm left alone, and the run's saved weights carrying them."""
+norm left alone, each test set scored with its domain's, and the run's saved weights carrying
+the target's."""
 import os
 import types
 
@@ -31,64 +32,68 @@ def tiny_dann(frozen=False):
     return keras.Model(outer, keras.layers.Dense(2)(extractor(outer))), extractor
 
 
-def test_the_statistics_are_the_target_population_s_and_frozen_layers_keep_theirs():
-    from utils.training.batch_norm_statistics import TargetStatistics
+def test_the_statistics_are_each_domain_s_population_s_and_frozen_layers_keep_theirs():
+    from utils.training.batch_norm_statistics import DomainStatistics
 
     model, extractor = tiny_dann(frozen=True)
-    images = np.random.default_rng(1).integers(0, 256, (200, 8, 8, 3), dtype=np.uint8)
+    rng = np.random.default_rng(1)
+    images = {"source": rng.integers(0, 100, (120, 8, 8, 3), dtype=np.uint8),
+              "target": rng.integers(0, 256, (200, 8, 8, 3), dtype=np.uint8)}
     frozen = extractor.get_layer("bn2")
     frozen_before = [weight.numpy().copy() for weight in frozen.weights]
-    statistics = TargetStatistics(model, images, batch_size=40, seed=0)
+    statistics = DomainStatistics(model, images, batch_size=40, seed=0)
     assert [layer.name for layer in statistics.layers] == ["bn1"]
-    statistics.recompute()
-    # bn1's input does not depend on any batch norm: its statistics over all 200 images
-    # (five batches of 40) are the population's exactly, pixels and images alike.
-    conv = extractor.get_layer("conv1")
-    outputs = conv(images.astype(np.float32) / 255.0).numpy().reshape(-1, 4)
-    bn1 = extractor.get_layer("bn1")
-    np.testing.assert_allclose(bn1.moving_mean.numpy(), outputs.mean(axis=0), rtol=1e-4, atol=1e-6)
-    np.testing.assert_allclose(bn1.moving_variance.numpy(), outputs.var(axis=0), rtol=1e-4)
+    conv, bn1 = extractor.get_layer("conv1"), extractor.get_layer("bn1")
+    for name in ("target", "source", "target"):
+        statistics.use(name)
+        # bn1's input does not depend on any batch norm: its statistics over all of the
+        # domain's images (batches of 40) are the population's exactly, pixels and images alike.
+        outputs = conv(images[name].astype(np.float32) / 255.0).numpy().reshape(-1, 4)
+        np.testing.assert_allclose(bn1.moving_mean.numpy(), outputs.mean(axis=0), rtol=1e-4,
+                                   atol=1e-6)
+        np.testing.assert_allclose(bn1.moving_variance.numpy(), outputs.var(axis=0), rtol=1e-4)
     assert bn1.momentum == 0.99  # restored for training
     for after, before in zip(frozen.weights, frozen_before):
         np.testing.assert_array_equal(after.numpy(), before)
     # The same weights give the same statistics again (a resumed run's).
     first = bn1.moving_variance.numpy().copy()
+    statistics.refresh()
     bn1.moving_variance.assign(np.ones(4, np.float32))
-    statistics.recompute()
+    statistics.use("target")
     np.testing.assert_array_equal(bn1.moving_variance.numpy(), first)
 
 
 def test_only_trained_batch_norm_has_statistics_to_recompute():
     from config.config import DANNConfig
     from model import build_dann
-    from utils.training.batch_norm_statistics import target_statistics
+    from utils.training.batch_norm_statistics import domain_statistics
 
-    data = types.SimpleNamespace(half_batch=4, target_pool={
-        "images": np.zeros((16, 28, 28, 3), np.uint8)})
+    pool = {"images": np.zeros((16, 28, 28, 3), np.uint8)}
+    data = types.SimpleNamespace(half_batch=4, source_pool=pool, target_pool=pool)
     # The default network has no batch norm: its evaluation is untouched.
     default = build_dann((28, 28, 3), 10)
-    assert target_statistics(default.model, data, DANNConfig()) is None
+    assert domain_statistics(default.model, data, DANNConfig()) is None
     model, _ = tiny_dann()
-    data.target_pool["images"] = np.zeros((16, 8, 8, 3), np.uint8)
-    assert target_statistics(model, data, DANNConfig()) is not None
-    assert target_statistics(model, data, DANNConfig(bn_statistics="moving")) is None
+    pool["images"] = np.zeros((16, 8, 8, 3), np.uint8)
+    assert domain_statistics(model, data, DANNConfig()) is not None
+    assert domain_statistics(model, data, DANNConfig(bn_statistics="moving")) is None
 
 
 def test_an_unknown_choice_is_one_line():
     from config.config import DANNConfig
     from utils.io import UserError
 
-    with pytest.raises(UserError, match="unknown bn_statistics 'source'; use one of target, moving"):
-        DANNConfig(bn_statistics="source").validate()
+    with pytest.raises(UserError, match="unknown bn_statistics 'target'; use one of domain, moving"):
+        DANNConfig(bn_statistics="target").validate()
 
 
 @pytest.mark.slow  # a MobileNetV3 run: about 20 s
-def test_a_run_saves_the_target_statistics_of_its_final_weights(tmp_path):
+def test_a_run_saves_the_target_s_statistics_of_its_final_weights(tmp_path):
     import train_MNIST2MNIST_M
     from model import build_dann
     from utils.data import load_run_domains
     from utils.runs import find_run
-    from utils.training.batch_norm_statistics import TargetStatistics
+    from utils.training.batch_norm_statistics import DomainStatistics
     from utils.training.prepare import prepare
 
     source, target = pair(tmp_path)
@@ -106,10 +111,10 @@ def test_a_run_saves_the_target_statistics_of_its_final_weights(tmp_path):
     saved = [variable.numpy().copy() for variable in dann.model.weights]
     config = run.config
     data = prepare(config, *load_run_domains(config))
-    statistics = TargetStatistics(dann.model, data.target_pool["images"], 2 * data.half_batch,
-                                  config.target_val_seed)
+    statistics = DomainStatistics(dann.model, {"target": data.target_pool["images"]},
+                                  2 * data.half_batch, config.target_val_seed)
     assert len(statistics.layers) > 30  # every batch norm of MobileNetV3Small
-    statistics.recompute()
+    statistics.use("target")
     # The saved statistics are those the final weights give on the target: recomputing
     # them changes nothing, and they are not Keras' running averages from 0 and 1.
     fresh = build_dann((SIDE, SIDE, 3), 2, network="mobilenet_v3_small").model
@@ -120,3 +125,37 @@ def test_a_run_saves_the_target_statistics_of_its_final_weights(tmp_path):
             moved += not np.allclose(variable.numpy(), initial.numpy(), rtol=0.05)
     assert moved > 30
     assert os.path.isfile(run.weights)
+
+
+def test_each_test_set_is_scored_with_its_domain_s_statistics_and_the_target_s_stay():
+    from config.config import DANNConfig
+    from model import build_dann
+    from utils.training.evaluation import Evaluator
+
+    images, labels = np.zeros((6, 28, 28, 3), np.uint8), np.zeros(6, np.int64)
+    pool = {"images": images}
+    data = types.SimpleNamespace(test_sets={"target": (images, labels), "source": (images, labels)},
+                                 target_val={"images": images, "labels": labels},
+                                 source_pool=pool, target_pool=pool, half_batch=2)
+    evaluator = Evaluator(build_dann((28, 28, 3), 10).model, data,
+                          DANNConfig(input_shape=(28, 28, 3), eval_batch_size=6))
+
+    class Recorder:
+        current, calls = None, []
+
+        def refresh(self):
+            self.calls.append("refresh")
+            self.current = None
+
+        def use(self, name):
+            self.current = name
+
+    evaluator.statistics = recorder = Recorder()
+    scored = []
+    evaluator.evaluate_domain = lambda _images, _labels, domain_label: (
+        scored.append((domain_label, recorder.current)) or np.zeros(4))
+    evaluator.evaluate()
+    # Source test (domain label 0) under the source's, then the target's test set and its
+    # validation split under the target's, which the model keeps.
+    assert scored == [(0.0, "source"), (1.0, "target"), (1.0, "target")]
+    assert recorder.calls == ["refresh"] and recorder.current == "target"

@@ -153,6 +153,11 @@ def test_training_logs_every_validator_and_keeps_one_checkpoint_each(trained):
         scores = [p["scores"][name] for p in record["points"]]
         assert best["score"] == max(scores)
         assert best["step"] == record["points"][scores.index(max(scores))]["step"]
+    # A pick of the last step is the final weights' own file on disk; another step's is not.
+    final = os.path.join(trainer.dirs["checkpoints"], "final.weights.h5")
+    for name, best in record["best"].items():
+        path = os.path.join(trainer.dirs["checkpoints"], best["checkpoint"])
+        assert os.path.samefile(path, final) == (best["step"] == 20), name
     # The source validation split never enters training.
     trained_on = {bytes(image) for image in trainer.train_images[0]}
     assert not trained_on & {bytes(image) for image in trainer.source_val["images"]}

@@ -91,6 +91,17 @@ def atomic_save(path, save):
         raise
 
 
+def link_or_copy(source, path):
+    """A hard link to `source` at `path` (replacing it: atomic_save's empty temporary file), or
+    a copy where the file system has no links."""
+    try:
+        if os.path.exists(path):
+            os.remove(path)
+        os.link(source, path)
+    except OSError:
+        shutil.copyfile(source, path)
+
+
 @contextlib.contextmanager
 def atomic_folder(path):
     """Yields a temporary folder beside `path`; on success it replaces `path` (any folder

@@ -17,7 +17,6 @@ pool, without labels; MNIST-M train by default), never from its test set.
 """
 import json
 import os
-import shutil
 import time
 
 import numpy as np
@@ -164,17 +163,6 @@ def dev_score(source_train_features, target_features, source_val_features, sourc
     return -deep_embedded_validation(losses, weights)
 
 
-def link_or_copy(source, path):
-    """A hard link to `source` at `path` (replacing it: atomic_save's empty temporary file), or
-    a copy where the file system has no links."""
-    try:
-        if os.path.exists(path):
-            os.remove(path)
-        os.link(source, path)
-    except OSError:
-        shutil.copyfile(source, path)
-
-
 class ValidatorSuite:
     """All five validators of one run, scored at every validation point.
 
@@ -247,7 +235,7 @@ class ValidatorSuite:
         `save_weights(path)` writes the evaluated model's weights. Ties keep the
         earlier checkpoint. A point at a step already recorded replaces it.
         """
-        from utils.io import atomic_save, atomic_write_json
+        from utils.io import atomic_save, atomic_write_json, link_or_copy
 
         started = time.perf_counter()
         points = [p for p in self.record["points"] if p["step"] != step]

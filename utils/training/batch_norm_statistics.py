@@ -1,4 +1,4 @@
-"""The batch-norm statistics a run evaluates and saves: the target's own (AdaBN).
+"""The batch-norm statistics a run evaluates and saves: each domain's own (AdaBN).
 
 A keras.applications backbone normalises each layer by the statistics of the
 batch in training and by running averages of them at evaluation. Off
@@ -11,19 +11,21 @@ every image gets one class, while the training batches score 0.99
 (docs/domains.md).
 
 `bn_statistics`:
-  target   before every evaluation, each trained batch-norm layer's mean and
-           variance are recomputed on the target's training images (no label
-           is read): the network in training mode, over fixed batches of up
-           to TARGET_IMAGES images. This is AdaBN: "Revisiting Batch
-           Normalization For Practical Domain Adaptation", Li et al., 2016
-           (arXiv 1603.04779), Alg. 1, the target domain's own statistics in
-           every batch-norm layer. It is also how `torch.optim.swa_utils.update_bn`
+  domain   at every evaluation, each trained batch-norm layer's mean and
+           variance are recomputed on the training images of the domain
+           being evaluated (no label is read): the network in training
+           mode, over fixed batches of up to IMAGES_PER_DOMAIN images. The
+           source test set is scored with the source's statistics, the
+           target's sets with the target's, which stay in the model: the
+           saved weights, utils.predict and the exported model use the
+           target's. This is AdaBN: Li et al., "Revisiting Batch
+           Normalization For Practical Domain Adaptation", 2016 (arXiv
+           1603.04779), Alg. 1, each domain's own statistics in every
+           batch-norm layer. It is also how `torch.optim.swa_utils.update_bn`
            recomputes the statistics of averaged weights (Izmailov et al.,
            "Averaging Weights Leads to Wider Optima", UAI 2018, Sec. 3.2),
-           which applies to the weight average here too. The saved weights
-           carry these statistics, so utils.predict and the exported model
-           use them. The source test accuracy is read with them as well: the
-           run's one model, as the target will use it.
+           which covers the weight average here too. The validators score
+           the model with the target's statistics.
   moving   Keras' running averages from training, as they are.
 
 A network without batch norm (the paper's columns, small_resnet) and a backbone
@@ -34,8 +36,8 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-# Target images the statistics are computed on (all of them when the target has fewer).
-TARGET_IMAGES = 2048
+# Training images of a domain its statistics are computed on (all of them when it has fewer).
+IMAGES_PER_DOMAIN = 2048
 
 
 def trained_batch_norm_layers(model):
@@ -51,24 +53,22 @@ def trained_batch_norm_layers(model):
     return found
 
 
-class TargetStatistics:
-    """`recompute()`: the target's batch-norm statistics in `model` (a DANN Keras model).
+class DomainStatistics:
+    """The batch-norm statistics of each domain in `model` (a DANN Keras model): `use(name)`
+    puts those of domain `name` in its layers, `refresh()` forgets them after an update.
 
-    `images` are the target's training images; a seeded choice of up to
-    TARGET_IMAGES of them, in batches of `batch_size`, is used every time, so a
-    resumed run recomputes the same statistics from the same weights.
+    `images` maps a domain's name to its training images; a seeded choice of up to
+    IMAGES_PER_DOMAIN of them, in batches of `batch_size`, is used every time, so a resumed
+    run computes the same statistics from the same weights.
     """
 
     def __init__(self, model, images, batch_size, seed):
         self.feature_extractor = model.get_layer("feature_extractor")
         self.layers = trained_batch_norm_layers(self.feature_extractor)
-        count = min(len(images), TARGET_IMAGES) // batch_size * batch_size
-        if count == 0:  # fewer images than a batch: one batch of them all
-            batch_size = count = len(images)
-        order = np.sort(np.random.default_rng(seed).permutation(len(images))[:count])
-        self.batches = [images[order[start:start + batch_size]]
-                        for start in range(0, count, batch_size)]
+        self.batches = {name: _fixed_batches(domain_images, batch_size, seed)
+                        for name, domain_images in images.items()}
         self.batch_statistics = tf.function(self._batch_statistics)
+        self.computed, self.current = {}, None
 
     def _batch_statistics(self, images):
         """Each layer's batch mean and variance on `images`, read from its moving statistics
@@ -77,35 +77,60 @@ class TargetStatistics:
         return ([tf.identity(layer.moving_mean) for layer in self.layers],
                 [tf.identity(layer.moving_variance) for layer in self.layers])
 
-    def recompute(self):
-        """Sets every trained batch-norm layer's moving mean and variance to the target's
-        population statistics: the mean of the batch means, and by the law of total
-        variance the mean of the batch variances plus the variance of the batch means."""
-        if not self.layers or not self.batches:
-            return
+    def compute(self, name):
+        """Each layer's (mean, variance) over domain `name`'s fixed images: the mean of the
+        batch means, and by the law of total variance the mean of the batch variances plus
+        the variance of the batch means."""
         momenta = [layer.momentum for layer in self.layers]
         try:
             # Momentum 0 while this function is traced and run: a training-mode call then
             # leaves exactly its batch's statistics in the moving ones.
             for layer in self.layers:
                 layer.momentum = 0.0
-            per_batch = [self.batch_statistics(batch) for batch in self.batches]
+            per_batch = [self.batch_statistics(batch) for batch in self.batches[name]]
         finally:
             for layer, momentum in zip(self.layers, momenta):
                 layer.momentum = momentum
-        for index, layer in enumerate(self.layers):
+        statistics = []
+        for index in range(len(self.layers)):
             means = np.stack([means[index].numpy() for means, _ in per_batch]).astype(np.float64)
             variances = np.stack([variances[index].numpy() for _, variances in per_batch])
-            layer.moving_mean.assign(means.mean(axis=0).astype(np.float32))
-            layer.moving_variance.assign(
-                (variances.mean(axis=0) + means.var(axis=0)).astype(np.float32))
+            statistics.append((means.mean(axis=0).astype(np.float32),
+                               (variances.mean(axis=0) + means.var(axis=0)).astype(np.float32)))
+        return statistics
+
+    def use(self, name):
+        """Puts domain `name`'s statistics in the model (computed once per `refresh`)."""
+        if name == self.current:
+            return
+        if name not in self.computed:
+            self.computed[name] = self.compute(name)
+        for layer, (mean, variance) in zip(self.layers, self.computed[name]):
+            layer.moving_mean.assign(mean)
+            layer.moving_variance.assign(variance)
+        self.current = name
+
+    def refresh(self):
+        """Forgets the statistics computed so far: the weights have changed."""
+        self.computed, self.current = {}, None
 
 
-def target_statistics(model, data, config):
-    """The run's TargetStatistics, or None when there is nothing to recompute (module
-    docstring): `moving`, or no trained batch-norm layer."""
-    if config.bn_statistics != "target":
+def _fixed_batches(images, batch_size, seed):
+    """Whole batches of a seeded choice of up to IMAGES_PER_DOMAIN of `images` (one batch of
+    them all when there are fewer than `batch_size`)."""
+    count = min(len(images), IMAGES_PER_DOMAIN) // batch_size * batch_size
+    if count == 0:
+        batch_size = count = len(images)
+    order = np.sort(np.random.default_rng(seed).permutation(len(images))[:count])
+    return [images[order[start:start + batch_size]] for start in range(0, count, batch_size)]
+
+
+def domain_statistics(model, data, config):
+    """The run's DomainStatistics of its source and target training images, or None when
+    there is nothing to recompute (module docstring): `moving`, or no trained batch norm."""
+    if config.bn_statistics != "domain":
         return None
-    statistics = TargetStatistics(model, data.target_pool["images"], 2 * data.half_batch,
-                                  config.target_val_seed)
+    statistics = DomainStatistics(model, {"source": data.source_pool["images"],
+                                          "target": data.target_pool["images"]},
+                                  2 * data.half_batch, config.target_val_seed)
     return statistics if statistics.layers else None

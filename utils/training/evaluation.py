@@ -13,7 +13,7 @@ import tensorflow as tf
 
 from utils.data import seeded_subset_indices
 from utils.summaries import format_validation_line, write_scalars
-from utils.training.batch_norm_statistics import target_statistics
+from utils.training.batch_norm_statistics import domain_statistics
 
 
 def apply_in_batches(fn, images, batch_size):
@@ -49,9 +49,9 @@ class Evaluator:
         self.predict = tf.function(self._predict, input_signature=spec)
         self.outputs = tf.function(self._outputs, input_signature=spec)
         self.subsets = self._subsets()
-        # The target's own batch-norm statistics, recomputed before every evaluation (None:
-        # the network has none to recompute, or --bn-statistics moving).
-        self.statistics = target_statistics(model, data, config)
+        # Each domain's own batch-norm statistics, recomputed at every evaluation (None: the
+        # network has none to recompute, or --bn-statistics moving).
+        self.statistics = domain_statistics(model, data, config)
 
     def _predict(self, images):
         class_logits, domain_logits = self.model(images, training=False)
@@ -113,13 +113,22 @@ class Evaluator:
                 return images, labels
             return images[indices], None if labels is None else labels[indices]
 
+        names = [name for name in ("target", "source") if self.data.test_sets[name] is not None]
         if self.statistics:
-            self.statistics.recompute()
-        results = {}
-        for name, domain_label in (("target", 1.0), ("source", 0.0)):
-            if self.data.test_sets[name] is not None:
-                images, labels = test_set(name)
-                results[name] = (len(images), self.evaluate_domain(images, labels, domain_label))
+            # The source first, so that the target's statistics are the ones left in the model.
+            self.statistics.refresh()
+            names.sort(key=lambda name: name == "target")
+        evaluated = {}
+        for name in names:
+            if self.statistics:
+                self.statistics.use(name)
+            images, labels = test_set(name)
+            evaluated[name] = (len(images), self.evaluate_domain(
+                images, labels, 1.0 if name == "target" else 0.0))
+        if self.statistics:
+            self.statistics.use("target")
+        # In this order: the pooled domain metrics below are sums over it.
+        results = {name: evaluated[name] for name in ("target", "source") if name in evaluated}
         scalars = {}
         target = results.get("target", (0, np.full(4, np.nan)))[1]
         if not np.isnan(target[0]):

@@ -4,10 +4,12 @@ results.json holds the run's accuracies (whole test sets), its timing (the run
 clock, utils/training/state.py) and its rollbacks; a collapsed run's says so
 and has no final weights, so that no tool takes it for a result.
 """
+import filecmp
+import glob
 import os
 
 from utils.device import describe_device
-from utils.io import atomic_save, atomic_write_json
+from utils.io import atomic_save, atomic_write_json, link_or_copy
 from utils.runs import FINAL_WEIGHTS
 
 
@@ -59,8 +61,12 @@ class Results:
     def finish(self, step, validation, command=None):
         """The final weights, results.json and, when the config asks, the TensorBoard extras
         (utils/tensorboard_extras.py); returns the results."""
-        atomic_save(os.path.join(self.dirs["checkpoints"], FINAL_WEIGHTS),
-                    self.eval_model.save_weights)
+        final = os.path.join(self.dirs["checkpoints"], FINAL_WEIGHTS)
+        atomic_save(final, self.eval_model.save_weights)
+        # A validator that picked the last step holds these same bytes: one file on disk.
+        for best in glob.glob(os.path.join(self.dirs["checkpoints"], "best-*.weights.h5")):
+            if not os.path.samefile(best, final) and filecmp.cmp(best, final, shallow=False):
+                atomic_save(best, lambda tmp: link_or_copy(final, tmp))
         results = self.write(step, validation, collapsed=False)
         if self.config.tensorboard_extras:
             from utils.tensorboard_extras import write_extras
