@@ -12,13 +12,15 @@ from tests.test_backbones import SIDE, mobilenet_weights, pair
 
 
 def tiny_dann(frozen=False):
-    """A DANN-shaped Keras model whose G_f is conv, batch norm, conv, batch norm, pooling;
-    with `frozen`, the second batch norm is not trained."""
+    """A DANN-shaped Keras model whose G_f is dropout, conv, batch norm, conv, batch norm,
+    pooling; with `frozen`, the second batch norm is not trained."""
     import keras
 
     keras.utils.set_random_seed(0)
     images = keras.Input((8, 8, 3), dtype="uint8")
     x = keras.layers.Rescaling(1 / 255.0)(images)
+    # Off in evaluation, so off while the statistics are computed (as EfficientNet's).
+    x = keras.layers.Dropout(0.5, name="dropout")(x)
     x = keras.layers.Conv2D(4, 3, name="conv1")(x)
     x = keras.layers.BatchNormalization(momentum=0.99, name="bn1")(x)
     x = keras.layers.ReLU()(x)
@@ -52,7 +54,8 @@ def test_the_statistics_are_each_domain_s_population_s_and_frozen_layers_keep_th
         np.testing.assert_allclose(bn1.moving_mean.numpy(), outputs.mean(axis=0), rtol=1e-4,
                                    atol=1e-6)
         np.testing.assert_allclose(bn1.moving_variance.numpy(), outputs.var(axis=0), rtol=1e-4)
-    assert bn1.momentum == 0.99  # restored for training
+    # Restored for training.
+    assert bn1.momentum == 0.99 and extractor.get_layer("dropout").rate == 0.5
     for after, before in zip(frozen.weights, frozen_before):
         np.testing.assert_array_equal(after.numpy(), before)
     # The same weights give the same statistics again (a resumed run's).
@@ -159,3 +162,44 @@ def test_each_test_set_is_scored_with_its_domain_s_statistics_and_the_target_s_s
     # validation split under the target's, which the model keeps.
     assert scored == [(0.0, "source"), (1.0, "target"), (1.0, "target")]
     assert recorder.calls == ["refresh"] and recorder.current == "target"
+
+
+def test_frozen_batch_norm_is_frozen_in_the_evaluated_weight_average_too():
+    import tensorflow as tf
+
+    from config.config import DANNConfig
+    from utils.training.batch_norm_statistics import domain_statistics, trained_batch_norm_layers
+    from utils.training.phases import Phases
+
+    pool = {"images": np.zeros((16, SIDE, SIDE, 3), np.uint8)}
+    data = types.SimpleNamespace(half_batch=4, source_pool=pool, target_pool=pool,
+                                 labelled_domain="source")
+    config = DANNConfig(source="s", target="t", network="mobilenet_v3_small", num_classes=2,
+                        input_shape=(SIDE, SIDE, 3), ema_decay=0.99, freeze_backbone_bn=True,
+                        steps_per_epoch=10)
+    phases = Phases(config, data, tf.distribute.get_strategy())
+    assert phases.eval_model is not phases.dann.model
+    # Frozen statistics are never recomputed: the evaluated copy has no trained batch norm.
+    assert trained_batch_norm_layers(phases.eval_model.get_layer("feature_extractor")) == []
+    assert domain_statistics(phases.eval_model, data, config) is None
+
+
+def test_a_source_only_run_uses_the_source_s_statistics_for_every_set():
+    from config.config import DANNConfig
+    from utils.training.batch_norm_statistics import domain_statistics
+
+    model, extractor = tiny_dann()
+    rng = np.random.default_rng(2)
+    data = types.SimpleNamespace(
+        half_batch=20, source_pool={"images": rng.integers(0, 100, (80, 8, 8, 3), np.uint8)},
+        target_pool={"images": rng.integers(100, 256, (80, 8, 8, 3), np.uint8)})
+    bn1 = extractor.get_layer("bn1")
+    means = {}
+    for mode in ("dann", "source_only"):
+        statistics = domain_statistics(model, data, DANNConfig(mode=mode))
+        for name in ("source", "target"):
+            statistics.use(name)
+            means[mode, name] = bn1.moving_mean.numpy().copy()
+    assert not np.allclose(means["dann", "source"], means["dann", "target"])
+    np.testing.assert_array_equal(means["source_only", "target"], means["dann", "source"])
+    np.testing.assert_array_equal(means["source_only", "source"], means["dann", "source"])

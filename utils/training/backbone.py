@@ -75,12 +75,21 @@ def prepare(dann, config):
     if config.backbone_weights:
         _load(backbone, get_network(config.network), config.backbone_weights,
               config.input_shape)
-    if config.freeze_backbone_bn:
-        import keras
+    freeze_batch_norm(dann, config)
 
-        for layer in backbone.layers:
-            if isinstance(layer, keras.layers.BatchNormalization):
-                layer.trainable = False
+
+def freeze_batch_norm(dann, config):
+    """With --freeze-backbone-bn, the backbone's batch-norm layers in `dann` are not trainable
+    (Keras then runs them in inference mode). Applied to every copy of the network (the weight
+    average's, the teacher's), so that the evaluated one says it too."""
+    backbone = backbone_of(dann)
+    if backbone is None or not config.freeze_backbone_bn:
+        return
+    import keras
+
+    for layer in backbone.layers:
+        if isinstance(layer, keras.layers.BatchNormalization):
+            layer.trainable = False
 
 
 def gradient_scales(dann, variables, multiplier):

@@ -25,7 +25,9 @@ every image gets one class, while the training batches score 0.99
            recomputes the statistics of averaged weights (Izmailov et al.,
            "Averaging Weights Leads to Wider Optima", UAI 2018, Sec. 3.2),
            which covers the weight average here too. The validators score
-           the model with the target's statistics.
+           the model with the target's statistics. A `source_only` run
+           never reads a target image: it uses the source's statistics for
+           every set, so that it stays the baseline without adaptation.
   moving   Keras' running averages from training, as they are.
 
 A network without batch norm (the paper's columns, small_resnet) and a backbone
@@ -40,17 +42,22 @@ import tensorflow as tf
 IMAGES_PER_DOMAIN = 2048
 
 
+def _layers_of(model, kind):
+    """The layers of type `kind` inside `model`, nested models included."""
+    found = []
+    for layer in model.layers:
+        if isinstance(layer, kind):
+            found.append(layer)
+        elif isinstance(layer, keras.Model):
+            found += _layers_of(layer, kind)
+    return found
+
+
 def trained_batch_norm_layers(model):
     """The BatchNormalization layers inside `model` (nested models included) that run in
     training mode when it trains: not frozen."""
-    found = []
-    for layer in model.layers:
-        if isinstance(layer, keras.layers.BatchNormalization):
-            if layer.trainable:
-                found.append(layer)
-        elif isinstance(layer, keras.Model):
-            found += trained_batch_norm_layers(layer)
-    return found
+    return [layer for layer in _layers_of(model, keras.layers.BatchNormalization)
+            if layer.trainable]
 
 
 class DomainStatistics:
@@ -65,6 +72,7 @@ class DomainStatistics:
     def __init__(self, model, images, batch_size, seed):
         self.feature_extractor = model.get_layer("feature_extractor")
         self.layers = trained_batch_norm_layers(self.feature_extractor)
+        self.dropouts = _layers_of(self.feature_extractor, keras.layers.Dropout)
         self.batches = {name: _fixed_batches(domain_images, batch_size, seed)
                         for name, domain_images in images.items()}
         self.batch_statistics = tf.function(self._batch_statistics)
@@ -82,15 +90,23 @@ class DomainStatistics:
         batch means, and by the law of total variance the mean of the batch variances plus
         the variance of the batch means."""
         momenta = [layer.momentum for layer in self.layers]
+        rates = [layer.rate for layer in self.dropouts]
         try:
             # Momentum 0 while this function is traced and run: a training-mode call then
-            # leaves exactly its batch's statistics in the moving ones.
+            # leaves exactly its batch's statistics in the moving ones. No dropout either
+            # (EfficientNet has it inside its blocks): the statistics are those of the network
+            # as it is evaluated, and no random state moves.
             for layer in self.layers:
                 layer.momentum = 0.0
-            per_batch = [self.batch_statistics(batch) for batch in self.batches[name]]
+            for layer in self.dropouts:
+                layer.rate = 0.0
+            images, batches = self.batches[name]
+            per_batch = [self.batch_statistics(images[batch]) for batch in batches]
         finally:
             for layer, momentum in zip(self.layers, momenta):
                 layer.momentum = momentum
+            for layer, rate in zip(self.dropouts, rates):
+                layer.rate = rate
         statistics = []
         for index in range(len(self.layers)):
             means = np.stack([means[index].numpy() for means, _ in per_batch]).astype(np.float64)
@@ -104,7 +120,10 @@ class DomainStatistics:
         if name == self.current:
             return
         if name not in self.computed:
-            self.computed[name] = self.compute(name)
+            # Domains given the same images (a source_only run's) share one computation.
+            twin = next((other for other in self.computed
+                         if self.batches[other][0] is self.batches[name][0]), None)
+            self.computed[name] = self.computed[twin] if twin else self.compute(name)
         for layer, (mean, variance) in zip(self.layers, self.computed[name]):
             layer.moving_mean.assign(mean)
             layer.moving_variance.assign(variance)
@@ -116,21 +135,24 @@ class DomainStatistics:
 
 
 def _fixed_batches(images, batch_size, seed):
-    """Whole batches of a seeded choice of up to IMAGES_PER_DOMAIN of `images` (one batch of
-    them all when there are fewer than `batch_size`)."""
+    """(images, index batches): whole batches of a seeded choice of up to IMAGES_PER_DOMAIN
+    of `images` (one batch of them all when there are fewer than `batch_size`), as indices,
+    so that no copy of the images is kept."""
     count = min(len(images), IMAGES_PER_DOMAIN) // batch_size * batch_size
     if count == 0:
         batch_size = count = len(images)
     order = np.sort(np.random.default_rng(seed).permutation(len(images))[:count])
-    return [images[order[start:start + batch_size]] for start in range(0, count, batch_size)]
+    return images, [order[start:start + batch_size] for start in range(0, count, batch_size)]
 
 
 def domain_statistics(model, data, config):
-    """The run's DomainStatistics of its source and target training images, or None when
-    there is nothing to recompute (module docstring): `moving`, or no trained batch norm."""
+    """The run's DomainStatistics, or None when there is nothing to recompute (module
+    docstring): `moving`, or no trained batch norm. Its domains are the names the Evaluator
+    asks for, "source" and "target"; in a source_only run both are the source's images."""
     if config.bn_statistics != "domain":
         return None
-    statistics = DomainStatistics(model, {"source": data.source_pool["images"],
-                                          "target": data.target_pool["images"]},
+    source = data.source_pool["images"]
+    target = source if config.mode == "source_only" else data.target_pool["images"]
+    statistics = DomainStatistics(model, {"source": source, "target": target},
                                   2 * data.half_batch, config.target_val_seed)
     return statistics if statistics.layers else None

@@ -42,6 +42,8 @@ class Phases:
                       for _ in range(1 + (config.ema_decay > 0) + (config.refine_steps > 0))]
             self.dann = copies.pop(0)
             backbone.prepare(self.dann, config)  # before the average copies it
+            for copy in copies:
+                backbone.freeze_batch_norm(copy, config)
             self.learning_rate = schedules.AnnealedLearningRate(
                 config.learning_rate, config.lr_alpha, config.lr_beta, config.adaptation_steps)
             # Clipping the global gradient norm bounds what one batch can do to the weights
