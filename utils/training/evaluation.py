@@ -113,18 +113,17 @@ class Evaluator:
                 return images, labels
             return images[indices], None if labels is None else labels[indices]
 
-        names = [name for name in ("target", "source") if self.data.test_sets[name] is not None]
         if self.statistics:
-            # The source first, so that the target's statistics are the ones left in the model.
             self.statistics.refresh()
-            names.sort(key=lambda name: name == "target")
         evaluated = {}
-        for name in names:
-            if self.statistics:
-                self.statistics.use(name)
-            images, labels = test_set(name)
-            evaluated[name] = (len(images), self.evaluate_domain(
-                images, labels, 1.0 if name == "target" else 0.0))
+        # The source first, so that the target's batch-norm statistics are the ones left in
+        # the model (without any, the order changes nothing).
+        for name, domain_label in (("source", 0.0), ("target", 1.0)):
+            if self.data.test_sets[name] is not None:
+                if self.statistics:
+                    self.statistics.use(name)
+                images, labels = test_set(name)
+                evaluated[name] = (len(images), self.evaluate_domain(images, labels, domain_label))
         if self.statistics:
             self.statistics.use("target")
         # In this order: the pooled domain metrics below are sums over it.
