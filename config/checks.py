@@ -19,7 +19,8 @@ BN_STATISTICS = ("domain", "moving")
 
 # Fields that must be > 0, and fields that must be >= 0.
 POSITIVE = ("learning_rate", "epochs", "steps_per_epoch", "log_every_steps",
-            "checkpoint_every_steps", "checkpoint_every_seconds", "max_to_keep", "eval_batch_size",
+            "checkpoint_every_steps", "checkpoint_every_seconds", "max_to_keep",
+            "keep_checkpoints_at_end", "eval_batch_size",
             "eval_every_steps", "steps_per_call", "vat_every", "refine_interval",
             "refine_learning_rate")
 NON_NEGATIVE = ("lr_alpha", "lr_beta", "grl_gamma", "target_val_size", "entropy_weight",

@@ -196,8 +196,9 @@ def resolve_config(args):
     if not args.run_name:
         raise UserError("--resume needs --run-name to say which run to continue")
     config = DANNConfig.load(config_file(args.run_name, args.output_root))
-    # What a collapse does may change on resume: it acts on nothing until one happens.
-    for name in ("on_collapse", "max_rollbacks"):
+    # What a collapse does, and what a finished run keeps, may change on resume: they act on
+    # nothing until a collapse happens or the run ends.
+    for name in ("on_collapse", "max_rollbacks", "keep_checkpoints_at_end"):
         if getattr(args, name, None) is not None:
             setattr(config, name, getattr(args, name))
     changed = [name for name, value in config_from_args(args, **config.to_dict()).to_dict().items()

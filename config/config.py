@@ -133,7 +133,12 @@ class DANNConfig:
       checkpoint_every_seconds: a checkpoint is also written when this many
         seconds have passed since the last one, so a kill loses at most about
         that much training.
-      max_to_keep: how many checkpoints are kept on disk (also `--keep-checkpoints`).
+      max_to_keep: how many checkpoints are kept on disk during the run (also
+        `--keep-checkpoints`).
+      keep_checkpoints_at_end: how many of the newest checkpoints a finished run
+        keeps (at most max_to_keep): the older ones served a resume after a
+        crash and the collapse guard's rollback, which a finished run no longer
+        needs; --init-from starts from the newest.
       eval_batch_size: batch size of the compiled evaluation function.
       deterministic: turn on TensorFlow op determinism (bit-exact resume).
       strategy: `default` (one device), `mirrored` (tf.distribute over all
@@ -266,6 +271,7 @@ class DANNConfig:
     checkpoint_every_steps: int = 1000
     checkpoint_every_seconds: float = 60.0
     max_to_keep: int = 3
+    keep_checkpoints_at_end: int = 1
     eval_batch_size: int = 2000
     deterministic: bool = False
     strategy: str = "default"

@@ -1,6 +1,7 @@
 """Crash safety: every kill, damaged checkpoint, full disk or second process leaves a run that
 can be resumed or restarted, with one clear line, since a long run on a shared machine meets
 all of them."""
+import dataclasses
 import errno
 import json
 import os
@@ -27,6 +28,7 @@ def flags(data_dir, root, run, steps=30, checkpoint_every=10, *extra):
             "--epochs", "1", "--steps-per-epoch", str(steps), "--batch-size", "8",
             "--target-val-size", str(SMALL_VAL_SIZE), "--eval-batch-size", "16",
             "--checkpoint-every-steps", str(checkpoint_every), "--max-to-keep", "5",
+            "--keep-checkpoints-at-end", "5",
             "--log-every-steps", "1", "--eval-every-steps", "5", "--deterministic",
             "--no-progress", *map(str, extra)]
 
@@ -101,6 +103,45 @@ def test_overwrite_deletes_the_run_and_trains_it_anew(data_dir, tmp_path, capsys
     assert_each_step_once(tmp_path / "logs" / "again", 10)
     both = main_exit(flags(data_dir, tmp_path, "again", 10, 10, "--overwrite", "--resume"), capsys)
     assert_one_line_failure(both, "--overwrite", "--resume")
+
+
+def test_keep_newest_deletes_the_older_checkpoints_and_lists_the_rest(tmp_path):
+    from utils.training.checkpoints import keep_newest
+
+    for step in (5, 10, 15, 20):
+        for suffix in ("index", "data-00000-of-00001"):
+            (tmp_path / f"ckpt-{step}.{suffix}").write_text("x")
+    (tmp_path / "best-snd.weights.h5").write_text("kept")
+    keep_newest(str(tmp_path), 2)
+    assert checkpoint_steps(str(tmp_path)) == [20, 15]
+    assert sorted(os.listdir(tmp_path)) == ["best-snd.weights.h5", "checkpoint",
+                                            "ckpt-15.data-00000-of-00001", "ckpt-15.index",
+                                            "ckpt-20.data-00000-of-00001", "ckpt-20.index"]
+    state = (tmp_path / "checkpoint").read_text()
+    assert 'model_checkpoint_path: "ckpt-20"' in state and "ckpt-10" not in state
+    keep_newest(str(tmp_path), 1)
+    assert checkpoint_steps(str(tmp_path)) == [20]
+
+
+def test_a_finished_run_keeps_only_its_newest_checkpoint(data_dir, tmp_path,
+                                                                         capsys):
+    argv = flags(data_dir, tmp_path, "ends", 10, 5)
+    at = argv.index("--keep-checkpoints-at-end")
+    del argv[at:at + 2]  # the default, 1
+    done = main_exit(argv, capsys)
+    assert done.returncode == 0, done.stderr
+    assert "1 once it has finished (--keep-checkpoints-at-end)" in done.stdout
+    folder = tmp_path / "checkpoints" / "ends"
+    # ckpt-5 and ckpt-10 were written (--max-to-keep 5); the finished run keeps ckpt-10.
+    assert checkpoint_steps(str(folder)) == [10]
+    assert (folder / "final.weights.h5").exists()
+    # A new run can still start from its end (--init-from: utils/training/init_from.py).
+    from config.config import DANNConfig
+    from utils.training.init_from import init_problem
+
+    config = DANNConfig.load(str(tmp_path / "config" / "ends" / "config.json"))
+    refined = dataclasses.replace(config, run_name="refined", refine_steps=2)
+    assert init_problem(refined, "ends", str(tmp_path)) is None
 
 
 @pytest.fixture(scope="module")

@@ -57,6 +57,7 @@ def test_a_checkpoint_of_the_old_code_resumes_inside_the_refinement(data_dir, tm
 
     # ckpt-8: two updates into the refinement, in the middle of a logging window.
     train_MNIST2MNIST_M.main(["--resume", "--resume-from", "ckpt-8", "--run-name", "old",
+                              "--keep-checkpoints-at-end", "10",
                               "--output-root", str(root), "--no-progress"])
     from utils.training.checkpoints import saved_objects, saved_step
 

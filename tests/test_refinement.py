@@ -25,7 +25,8 @@ REFINE_TAGS = {"loss/refine_kl", "loss/refine_entropy", "loss/refine_vat", "acc/
 
 def refined_config(data_dir, **overrides):
     values = dict(refine_steps=REFINE, refine_interval=INTERVAL, ema_decay=0.9,
-                  eval_every_steps=3, tensorboard_extras=False, max_to_keep=10)
+                  eval_every_steps=3, tensorboard_extras=False, max_to_keep=10,
+                  keep_checkpoints_at_end=10)
     values.update(overrides)
     return tiny_config(data_dir, **values)
 

@@ -36,7 +36,8 @@ def run_flags(data_dir, output_root, run_name):
             # VAT draws random directions every update: resume must draw the same ones.
             "--vat-weight", 0.1, "--vat-start", 0.0,
             "--eval-batch-size", 16, "--checkpoint-every-steps", CHECKPOINT_EVERY,
-            "--max-to-keep", MAX_TO_KEEP, "--log-every-steps", 1, "--deterministic",
+            "--max-to-keep", MAX_TO_KEEP, "--keep-checkpoints-at-end", MAX_TO_KEEP,
+            "--log-every-steps", 1, "--deterministic",
             "--no-progress"]
 
 

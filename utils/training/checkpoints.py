@@ -90,14 +90,31 @@ def resume_candidates(folder, resume_from=None):
     return [checkpoint_path(folder, step) for step in checkpoint_steps(folder)]
 
 
+def _remove(folder, step):
+    for name in os.listdir(folder):
+        if name.startswith(f"ckpt-{step}."):
+            os.remove(os.path.join(folder, name))
+
+
 def discard_after(folder, step):
     """Deletes the checkpoints newer than `step` (the run rewrites them) and makes the state
     file list the rest, so that TensorFlow's CheckpointManager starts from what is on disk."""
     for newer in checkpoint_steps(folder):
         if newer > step:
-            for name in os.listdir(folder):
-                if name.startswith(f"ckpt-{newer}."):
-                    os.remove(os.path.join(folder, name))
+            _remove(folder, newer)
+    write_state_file(folder)
+
+
+def keep_newest(folder, count):
+    """Deletes all but the newest `count` checkpoints, oldest first, so that a kill halfway
+    leaves the newest intact, and makes the state file list the rest."""
+    for older in sorted(checkpoint_steps(folder)[count:]):
+        _remove(folder, older)
+    write_state_file(folder)
+
+
+def write_state_file(folder):
+    """Makes the `checkpoint` state file list the checkpoints on disk (removes it if none)."""
     kept = sorted(checkpoint_steps(folder))
     state_file = os.path.join(folder, "checkpoint")
     if not kept:
@@ -132,17 +149,20 @@ def variable_bytes(*trackables):
     return total
 
 
-def disk_line(objects, eval_model, max_to_keep):
+def disk_line(objects, eval_model, max_to_keep, keep_at_end):
     """What the run's checkpoints and weight files will take on disk, in one line for the
     start of a run: a checkpoint holds every variable of `objects`; a weights file holds
     `eval_model`'s, written for the final model and each validator's best (hard-linked to
     one another when they pick the same step)."""
     checkpoint, weights = variable_bytes(*objects.values()), variable_bytes(eval_model)
-    most = max_to_keep * checkpoint + 6 * weights
+    keep_at_end = min(keep_at_end, max_to_keep)
 
     def mb(size):
         return f"{size / 1e6:.1f} MB"
 
     return (f"disk: a checkpoint takes about {mb(checkpoint)} and a weights file {mb(weights)}; "
-            f"with --max-to-keep {max_to_keep} checkpoints, the final weights and five "
-            f"validators' best, the run takes at most about {mb(most)}")
+            f"at most {max_to_keep} checkpoints during the run (--keep-checkpoints) and "
+            f"{keep_at_end} once it has finished (--keep-checkpoints-at-end), beside the final "
+            f"weights and the validators' best (one file per step they pick, at most five): "
+            f"at most about {mb(max_to_keep * checkpoint + 6 * weights)} during the run, "
+            f"{mb(keep_at_end * checkpoint + 6 * weights)} at its end")

@@ -25,6 +25,7 @@ from utils.training.run_lock import LOCK_FILE
 MAY_DIFFER = {"run_name", "recipe", "refine_steps", "refine_interval", "refine_learning_rate",
               "refine_kl_weight", "refine_entropy_weight", "refine_vat_weight",
               "tensorboard_extras", "on_collapse", "max_rollbacks", "max_to_keep",
+              "keep_checkpoints_at_end",
               "checkpoint_every_seconds", "data_dir"}
 # What the other run's logs/ hold that belongs to its end only: its results, its
 # end-of-run TensorBoard extras (top-level event file, projector/) and diagnostics.

@@ -78,7 +78,8 @@ class Trainer:
                               every_seconds=config.checkpoint_every_seconds, agree=self.agree)
         self.results = Results(config, self.dirs, self.clock, self.rollbacks, self.eval_model,
                                self.test_sets)
-        self.disk_line = disk_line(objects, self.eval_model, config.max_to_keep)
+        self.disk_line = disk_line(objects, self.eval_model, config.max_to_keep,
+                                   config.keep_checkpoints_at_end)
         self.evaluator = Evaluator(self.eval_model, data, config)
         self.predict = self.evaluator.predict
         # Label-free model selection: scored from the source validation split, the source
@@ -205,7 +206,10 @@ class Trainer:
                     writer.flush()
         # The loop ends with a whole-set validation of the final step: reuse it
         # (a run resumed when already finished has none and evaluates once).
-        return self.results.finish(self.step, validation or self.evaluate(), command)
+        results = self.results.finish(self.step, validation or self.evaluate(), command)
+        # Only once the run's results are on disk: until then a crash may need them.
+        self.state.keep_newest(config.keep_checkpoints_at_end)
+        return results
 
     def _train_to_end(self, writers, stop, bar):
         """Trains, validates and checkpoints from the current step to the last; returns the

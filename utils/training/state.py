@@ -15,8 +15,8 @@ import tensorflow as tf
 
 from utils.io import UserError, atomic_write_text
 from utils.summaries import truncate_events
-from utils.training.checkpoints import (checkpoint_problem, discard_after, resume_candidates,
-                                        saved_objects, saved_step)
+from utils.training.checkpoints import (checkpoint_problem, discard_after, keep_newest,
+                                        resume_candidates, saved_objects, saved_step)
 
 
 class RunClock(tf.Module):
@@ -156,6 +156,11 @@ class RunState:
         self.discard_after(int(self.global_step.numpy()))
         self.restored = restored
         return restored
+
+    def keep_newest(self, count):
+        """Deletes all but the newest `count` checkpoints and starts the manager from them."""
+        keep_newest(self.folder, count)
+        self.manager = self._manager()
 
     def discard_after(self, step):
         """Deletes this run's checkpoints after `step` and starts the manager from the rest."""
