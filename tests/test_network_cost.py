@@ -22,10 +22,24 @@ def test_the_table_lists_each_case_and_the_ratios_to_mnist_at_28():
                                         peak_bytes=2 ** 30, weights_bytes=2 ** 20,
                                         checkpoint_bytes=2 ** 21),
              ("mobilenet_v3_small", 28): dict(fits=False, runs_at=28)}
-    text = network_cost.table(cases)
+    text = network_cost.table([cases])
     assert "| mnist | 28 | 28 | 205,892 | 20.0 | 1024.0 | 1.0 | 2.0 |" in text
     assert "| mobilenet_v3_small | 28 | too small for it |" in text
-    assert "- small_resnet at 64 px: 3.5x" in text
+    assert "- small_resnet at 64 px: 3.5x" in text and "rounds" not in text
+
+
+def test_rounds_give_median_times_and_the_median_of_the_ratios_within_each_round():
+    def case(ms):
+        return dict(fits=True, runs_at=28, params=1, ms=ms, peak_bytes=1, weights_bytes=1,
+                    checkpoint_bytes=1)
+
+    # A slow second round: both cases slower, their ratio the same.
+    rounds = [{("mnist", 28): case(ms), ("small_resnet", 64): case(ms * ratio)}
+              for ms, ratio in ((20.0, 3.0), (40.0, 3.5), (20.0, 5.0))]
+    text = network_cost.table(rounds)
+    assert "| mnist | 28 | 28 | 1 | 20.0 |" in text  # the median of 20, 40 and 20 ms
+    assert "- small_resnet at 64 px: 3.5x (rounds: 3.0x, 3.5x, 5.0x)" in text
+    assert "(medians over the rounds)" in text
 
 
 @pytest.mark.parametrize("argv, fragment", [
@@ -33,6 +47,7 @@ def test_the_table_lists_each_case_and_the_ratios_to_mnist_at_28():
     (["--sizes", "28,big"], "expected comma-separated pixel sizes"),
     (["--sizes", "4"], "at least 8 pixels"),
     (["--updates", "0"], "at least 1"),
+    (["--rounds", "0"], "at least 1"),
 ])
 def test_bad_arguments_are_one_line(argv, fragment):
     with pytest.raises(UserError, match=fragment):

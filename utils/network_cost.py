@@ -1,7 +1,7 @@
 """What each network costs per image size: time per update, peak memory and disk.
 
     python -m utils.network_cost [--networks mnist,small_resnet,...] [--sizes 28,64,128,224]
-        [--updates 5] [--out docs/results/network_cost.md]
+        [--updates 5] [--rounds 1] [--out docs/results/network_cost.md]
 
 For every network of the registry (model/networks.py) and image size, in a fresh
 process each (so that peak memory is that case's alone), one after the other:
@@ -16,6 +16,12 @@ process each (so that peak memory is that case's alone), one after the other:
   * the `.weights.h5` file of the whole DANN, and a checkpoint of the model and
     its optimizer (SGD's momentum doubles it), as a run writes each of them;
 and the ratios of every network's update at 64 and 128 pixels to `mnist`'s at 28.
+With --rounds N the whole list of cases is timed N times over, one round after
+the other: a case's ms is its median over the rounds, and each ratio is the
+median of the ratios within a round (the two cases timed minutes apart, not
+tens of minutes), with the rounds' range beside it. Fresh processes on these
+machines differ by a third from minute to minute; a ratio from one round is
+one draw of that.
 Applications are built from random weights here (no download). A case that does
 not fit (an input too small for the network) is listed as such.
 """
@@ -57,6 +63,9 @@ def parse_args(argv=None):
                         help="square image sizes, 3 channels (default: 28,64,128,224)")
     parser.add_argument("--updates", type=int, default=5,
                         help="timed updates per case, after the tracing one (default: 5)")
+    parser.add_argument("--rounds", type=int, default=1,
+                        help="time every case this many times over, one round after the other, "
+                             "and give medians (default: 1)")
     parser.add_argument("--out", help="also write the table to this Markdown file")
     parser.add_argument("--probe", help=argparse.SUPPRESS)  # one case, in the child process
     args = parser.parse_args(argv)
@@ -66,6 +75,8 @@ def parse_args(argv=None):
         raise UserError(f"unknown network {unknown[0]!r}; use some of {', '.join(NETWORKS)}")
     if args.updates < 1:
         raise UserError("--updates must be at least 1")
+    if args.rounds < 1:
+        raise UserError("--rounds must be at least 1")
     return args
 
 
@@ -148,8 +159,11 @@ def _mib(count):
     return f"{count / 2 ** 20:.1f}"
 
 
-def table(results):
-    """The Markdown table, then the ratios to `mnist` at 28 pixels."""
+def table(rounds):
+    """The Markdown table, then the ratios to `mnist` at 28 pixels. `rounds`: one
+    {(network, size): result} per round, the same cases in each."""
+    results = {case: dict(result, ms=statistics.median(r[case]["ms"] for r in rounds))
+               if "ms" in result else result for case, result in rounds[0].items()}
     lines = ["| network | images | runs at | parameters | ms per update (32 + 32) "
              "| peak memory MiB | weights file MiB | checkpoint MiB |",
              "|---|---|---|---|---|---|---|---|"]
@@ -166,10 +180,14 @@ def table(results):
     reference = results.get(("mnist", 28))
     if reference and reference.get("fits"):
         lines.append("")
-        lines.append(f"ms per update against `mnist` at 28 px ({reference['ms']:.1f} ms):")
-        for (network, size), result in results.items():
-            if size in (64, 128) and result.get("fits") and network != "(none)":
-                lines.append(f"- {network} at {size} px: {result['ms'] / reference['ms']:.1f}x")
+        median = " (medians over the rounds)" if len(rounds) > 1 else ""
+        lines.append(f"ms per update against `mnist` at 28 px ({reference['ms']:.1f} ms){median}:")
+        for case, result in results.items():
+            if case[1] in (64, 128) and result.get("fits") and case[0] != "(none)":
+                ratios = [r[case]["ms"] / r[("mnist", 28)]["ms"] for r in rounds]
+                spread = (f" (rounds: {', '.join(f'{x:.1f}x' for x in ratios)})"
+                          if len(rounds) > 1 else "")
+                lines.append(f"- {case[0]} at {case[1]} px: {statistics.median(ratios):.1f}x{spread}")
     return "\n".join(lines) + "\n"
 
 
@@ -178,13 +196,19 @@ def main(argv=None):
     if args.probe:
         return run_probe(args.probe, args.updates)
     cases = [("(none)", 0)] + [(network, size) for network in args.networks for size in args.sizes]
-    results = {}
-    for network, size in cases:
-        print(f"timing {network}" + (f" at {size} px" if size else "") + " ...", flush=True)
-        results[(network, size)] = measure(network, size, args.updates)
+    rounds = []
+    for number in range(1, args.rounds + 1):
+        results = {}
+        for network, size in cases:
+            print(f"timing {network}" + (f" at {size} px" if size else "")
+                  + (f" (round {number} of {args.rounds})" if args.rounds > 1 else "") + " ...",
+                  flush=True)
+            results[(network, size)] = measure(network, size, args.updates)
+        rounds.append(results)
+    over = f"; {args.rounds} rounds of all cases, medians" if args.rounds > 1 else ""
     text = (f"CPU: {cpu_model()}; each case in a fresh process, one after the other; median of "
-            f"at least {args.updates} updates and {MIN_SECONDS:g} s after the tracing one\n\n"
-            + table(results))
+            f"at least {args.updates} updates and {MIN_SECONDS:g} s after the tracing one"
+            f"{over}\n\n" + table(rounds))
     print(text, end="")
     if args.out:
         atomic_write_text(args.out, text)
