@@ -314,7 +314,7 @@ def test_diagnose_replays_the_runs_own_updates_and_changes_nothing(data_dir, tmp
                               "--batch-size", "8", "--eval-batch-size", "16",
                               "--target-val-size", str(SMALL_VAL_SIZE), "--entropy-weight", "0.5",
                               "--entropy-start", "0", "--vat-weight", "0.5", "--vat-start", "0",
-                              "--deterministic", "--no-progress"])
+                              "--keep-checkpoints-at-end", "3", "--deterministic", "--no-progress"])
     checkpoints = tmp_path / "checkpoints" / "replayed"
     before = {name: os.path.getmtime(checkpoints / name) for name in os.listdir(checkpoints)}
     final = h5_arrays(checkpoints / "final.weights.h5")

@@ -172,7 +172,8 @@ def main(argv=None):
                               os.path.basename(args.from_checkpoint))
     if not os.path.exists(checkpoint + ".index"):
         raise UserError(f"no checkpoint {checkpoint}; list checkpoints/{args.run}/ for the ckpt-N "
-                        "names it holds")
+                        "names it holds (a finished run keeps only its newest unless trained "
+                        "with --keep-checkpoints-at-end N)")
     from utils.data import load_run_domains
 
     source, target = load_run_domains(config, args.data_dir)
