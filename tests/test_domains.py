@@ -1,5 +1,6 @@
 """Your own domains: image folders, .npz files and any registered format as source, target and
 target test."""
+import dataclasses
 import json
 import os
 import re
@@ -78,6 +79,10 @@ def test_decoded_images_are_cached_and_decoded_again_when_a_file_changes(data_di
     monkeypatch.setattr(domain_files, "decode_files",
                         lambda paths, *args: decoded.append(len(paths)) or original(paths, *args))
     first, _ = load_run_domains(config)
+    assert decoded == [] and "decoding" not in capsys.readouterr().out
+    # A resumed run's config names the input shape, so images may be resized there: the
+    # cache the run's start wrote serves it all the same.
+    load_run_domains(dataclasses.replace(config, input_shape=tuple(first.train.shape[1:])))
     assert decoded == [] and "decoding" not in capsys.readouterr().out
     # A file rewritten (new size and time) changes the key: that split is decoded again.
     changed = folders / "mnist" / "train" / "3"
@@ -199,6 +204,13 @@ def test_mixed_sizes_need_input_shape_and_are_then_resized_as_keras_does(data_di
     grey = tf.image.rgb_to_grayscale(tf.cast(original, tf.float32))
     expected = np.round(np.clip(tf.image.resize(tf.round(grey), [32, 32]).numpy(), 0, 255))
     np.testing.assert_array_equal(loaded.train[-1], expected.astype(np.uint8))
+    # A cache holding a resized image (34x34, from --input-shape) does not serve a load
+    # without --input-shape at that same shape: that one still names the odd file.
+    load_run_domains(config_for(data_dir, source=source, target=source, network="small_resnet",
+                                input_shape=(34, 34, 3)))
+    with pytest.raises(UserError, match=r"images of mixed sizes \(34x34, but .*b/4.png"):
+        load_run_domains(config_for(data_dir, source=source, target=source,
+                                    network="small_resnet"))
 
 
 def run_fails(tmp_path, capsys, argv, *fragments):

@@ -29,7 +29,7 @@ from utils.io import UserError, atomic_save
 IMAGE_EXTENSIONS = (".bmp", ".gif", ".jpeg", ".jpg", ".png")
 CACHE_FOLDER = ".dann-cache"
 # Bumped whenever decoding changes what lands in the cache.
-DECODE_VERSION = 1
+DECODE_VERSION = 2
 DECODE_BATCH = 256
 
 
@@ -85,10 +85,13 @@ class Listing:
         self.ignored += others
         return found
 
-    def cache_key(self, shape, resize):
-        """A digest of the file list, sizes, modification times, labels, output shape and
-        whether other sizes were resized (without, they are an error)."""
-        digest = hashlib.sha256(f"v{DECODE_VERSION} {shape} {resize} {self.class_names}\n".encode())
+    def cache_key(self, shape):
+        """A digest of the file list, sizes, modification times, labels and output shape.
+
+        Not of whether other sizes may be resized: a run resumed (its config now
+        names the input shape) must find the cache its start wrote. The cache says
+        whether it holds resized images instead (`load_listing`)."""
+        digest = hashlib.sha256(f"v{DECODE_VERSION} {shape} {self.class_names}\n".encode())
         labels = self.labels if self.labels is not None else [-1] * len(self.files)
         for path, label in zip(self.files, labels):
             stat = os.stat(path)
@@ -176,11 +179,12 @@ def probe_image(path, flag):
     return tuple(int(n) for n in image.shape[:2]), int(image.shape[-1])
 
 
-def decode_files(paths, shape, resize, flag):
+def decode_files(paths, shape, resize, flag, resized=None):
     """All `paths` decoded into one uint8 array of `shape` (H, W, C).
 
     With `resize`, images of another size are resized (bilinear, as Keras
-    does); without, one of another size is an error that names it. A file
+    does), and `resized` (a list, when given) gets whether any was; without,
+    one of another size is an error that names it. A file
     that does not decode is named too. Decoding runs in parallel in tf.data;
     the result is written into one preallocated array, so peak memory is
     about that array plus a batch.
@@ -206,7 +210,7 @@ def decode_files(paths, shape, resize, flag):
                .map(decode, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
                .batch(DECODE_BATCH).prefetch(2))
     images = np.empty((len(paths), height, width, channels), np.uint8)
-    iterator, start = iter(dataset), 0
+    iterator, start, any_resized = iter(dataset), 0, False
     while start < len(paths):
         try:
             batch, sizes = next(iterator)
@@ -218,8 +222,9 @@ def decode_files(paths, shape, resize, flag):
                     raise _unreadable(flag, path, problem) from None
             raise
         sizes = sizes.numpy()
+        other = np.flatnonzero((sizes != [height, width]).any(axis=1))
+        any_resized = any_resized or bool(len(other))
         if not resize:
-            other = np.flatnonzero((sizes != [height, width]).any(axis=1))
             if len(other):
                 path, (h, w) = paths[start + other[0]], sizes[other[0]]
                 raise UserError(f"{flag}: images of mixed sizes ({height}x{width}, but {path} is "
@@ -227,6 +232,8 @@ def decode_files(paths, shape, resize, flag):
                                 f"{channels}) to resize them all")
         images[start:start + len(batch)] = batch.numpy()
         start += len(batch)
+    if resized is not None:
+        resized.append(any_resized)
     return images
 
 
@@ -235,18 +242,19 @@ def _cache_path(root, split, shape, key):
 
 
 def _read_cache(path):
+    """(images, whether any was resized) of the cache at `path`, or (None, None)."""
     if not os.path.exists(path):
-        return None
+        return None, None
     try:
         with np.load(path, allow_pickle=False) as cached:
-            return cached["images"]
+            return cached["images"], bool(cached["resized"])
     except Exception as error:  # noqa: BLE001 -- a damaged cache is decoded again
         print(f"ignoring the damaged cache {path} ({type(error).__name__}); decoding again",
               flush=True)
-        return None
+        return None, None
 
 
-def _write_cache(path, images):
+def _write_cache(path, images, resized):
     folder = os.path.dirname(path)
     # "<split>-<HxWxC>-": a cache of this split and shape with another key is stale now; one
     # of another shape (the folder used at two input shapes) is kept.
@@ -254,7 +262,7 @@ def _write_cache(path, images):
     try:
         def save(tmp_path):
             with open(tmp_path, "wb") as handle:
-                np.savez(handle, images=images)
+                np.savez(handle, images=images, resized=np.bool_(resized))
 
         atomic_save(path, save)
         for name in os.listdir(folder):
@@ -268,13 +276,15 @@ def _write_cache(path, images):
 
 def load_listing(root, split, listing, shape, resize, flag):
     """The images of one split: from the cache when the files are unchanged, else decoded."""
-    path = _cache_path(root, split, shape, listing.cache_key(shape, resize))
-    images = _read_cache(path)
-    if images is None or len(images) != len(listing.files):
+    path = _cache_path(root, split, shape, listing.cache_key(shape))
+    images, resized = _read_cache(path)
+    # Resized images serve only a load that may resize: without, decoding names the odd file.
+    if images is None or len(images) != len(listing.files) or (resized and not resize):
         print(f"{flag} {root}: decoding {len(listing.files)} {split} images (cached for the "
               "next run)", flush=True)
-        images = decode_files(listing.files, shape, resize, flag)
-        _write_cache(path, images)
+        resized = []
+        images = decode_files(listing.files, shape, resize, flag, resized)
+        _write_cache(path, images, resized[0])
     return images
 
 
