@@ -123,8 +123,7 @@ def test_keep_newest_deletes_the_older_checkpoints_and_lists_the_rest(tmp_path):
     assert checkpoint_steps(str(tmp_path)) == [20]
 
 
-def test_a_finished_run_keeps_only_its_newest_checkpoint(data_dir, tmp_path,
-                                                                         capsys):
+def test_a_finished_run_keeps_only_its_newest_checkpoint(data_dir, tmp_path, capsys):
     argv = flags(data_dir, tmp_path, "ends", 10, 5)
     at = argv.index("--keep-checkpoints-at-end")
     del argv[at:at + 2]  # the default, 1

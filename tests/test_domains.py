@@ -75,8 +75,8 @@ def test_decoded_images_are_cached_and_decoded_again_when_a_file_changes(data_di
     load_run_domains(config)  # the fixture's run may not have cached them yet
     capsys.readouterr()
     decoded = []
-    original = domain_files.decode_files
-    monkeypatch.setattr(domain_files, "decode_files",
+    original = domain_files.decode_and_report
+    monkeypatch.setattr(domain_files, "decode_and_report",
                         lambda paths, *args: decoded.append(len(paths)) or original(paths, *args))
     first, _ = load_run_domains(config)
     assert decoded == [] and "decoding" not in capsys.readouterr().out

@@ -180,8 +180,9 @@ def table(rounds):
     reference = results.get(("mnist", 28))
     if reference and reference.get("fits"):
         lines.append("")
-        median = " (medians over the rounds)" if len(rounds) > 1 else ""
-        lines.append(f"ms per update against `mnist` at 28 px ({reference['ms']:.1f} ms){median}:")
+        over_rounds = " (medians over the rounds)" if len(rounds) > 1 else ""
+        lines.append(f"ms per update against `mnist` at 28 px ({reference['ms']:.1f} ms)"
+                     f"{over_rounds}:")
         for case, result in results.items():
             if case[1] in (64, 128) and result.get("fits") and case[0] != "(none)":
                 ratios = [r[case]["ms"] / r[("mnist", 28)]["ms"] for r in rounds]

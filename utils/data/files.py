@@ -179,12 +179,17 @@ def probe_image(path, flag):
     return tuple(int(n) for n in image.shape[:2]), int(image.shape[-1])
 
 
-def decode_files(paths, shape, resize, flag, resized=None):
-    """All `paths` decoded into one uint8 array of `shape` (H, W, C).
+def decode_files(paths, shape, resize, flag):
+    """All `paths` decoded into one uint8 array of `shape` (H, W, C) (`decode_and_report`)."""
+    return decode_and_report(paths, shape, resize, flag)[0]
+
+
+def decode_and_report(paths, shape, resize, flag):
+    """(images, whether any was resized): all `paths` decoded into one uint8 array of `shape`
+    (H, W, C).
 
     With `resize`, images of another size are resized (bilinear, as Keras
-    does), and `resized` (a list, when given) gets whether any was; without,
-    one of another size is an error that names it. A file
+    does); without, one of another size is an error that names it. A file
     that does not decode is named too. Decoding runs in parallel in tf.data;
     the result is written into one preallocated array, so peak memory is
     about that array plus a batch.
@@ -232,9 +237,7 @@ def decode_files(paths, shape, resize, flag, resized=None):
                                 f"{channels}) to resize them all")
         images[start:start + len(batch)] = batch.numpy()
         start += len(batch)
-    if resized is not None:
-        resized.append(any_resized)
-    return images
+    return images, any_resized
 
 
 def _cache_path(root, split, shape, key):
@@ -282,9 +285,8 @@ def load_listing(root, split, listing, shape, resize, flag):
     if images is None or len(images) != len(listing.files) or (resized and not resize):
         print(f"{flag} {root}: decoding {len(listing.files)} {split} images (cached for the "
               "next run)", flush=True)
-        resized = []
-        images = decode_files(listing.files, shape, resize, flag, resized)
-        _write_cache(path, images, resized[0])
+        images, resized = decode_and_report(listing.files, shape, resize, flag)
+        _write_cache(path, images, resized)
     return images
 
 
