@@ -168,6 +168,10 @@ class DANNConfig:
         (utils/training/target_entropy.py, Grandvalet & Bengio 2004); 0 disables.
       entropy_start: training progress p in [0, 1) at which that weight starts
         to ramp up.
+      diversity_weight: weight of the target prediction-diversity loss, log K minus the
+        entropy of the batch's mean prediction (utils/training/prediction_diversity.py;
+        Krause et al. 2010, SHOT's diversity term), on the entropy term's schedule;
+        0 disables.
       vat_weight: weight of virtual adversarial training on target images
         (utils/training/virtual_adversarial.py, Miyato et al., TPAMI 2018; the second
         target term of VADA, Shu et al., ICLR 2018); 0 disables. An update costs
@@ -178,6 +182,8 @@ class DANNConfig:
         per pixel).
       vat_start: training progress p in [0, 1) at which the VAT weight starts
         to ramp up; updates before it pay nothing for VAT.
+      vat_fraction: VAT on this fraction of each update's target images only (the first
+        of them; they come shuffled), at about that fraction of its cost; 1 is all.
       vat_every: VAT on every this many updates only, with this many times its
         weight there (the same gradient per update on average, at 1/k of its
         cost); 1 is every update.
@@ -283,10 +289,12 @@ class DANNConfig:
     ema_decay: float = 0.0
     entropy_weight: float = 0.0
     entropy_start: float = 0.5
+    diversity_weight: float = 0.0
     vat_weight: float = 0.0
     vat_radius: float = 1.5
     vat_start: float = 0.5
     vat_every: int = 1
+    vat_fraction: float = 1.0
     eval_every_steps: Optional[int] = None
     eval_subset: int = 2000
     domain_loss_weight: float = 1.0

@@ -15,6 +15,7 @@ this interface: utils/training/refinement.py.
 import tensorflow as tf
 
 from utils.training import schedules
+from utils.training.prediction_diversity import TargetDiversity
 from utils.training.target_entropy import TargetEntropy
 from utils.training.virtual_adversarial import TargetVAT
 from utils.training.window_sums import WindowMetrics
@@ -28,13 +29,22 @@ def entropy_term(config, classify, global_target_batch):
                          config.adaptation_steps, global_target_batch)
 
 
+def diversity_term(config, classify, global_target_batch):
+    """Target prediction diversity (utils/training/prediction_diversity.py), when weighted;
+    on the entropy term's schedule, whose collapses it counters."""
+    if config.diversity_weight <= 0:
+        return None
+    return TargetDiversity(config.diversity_weight, config.entropy_start, config.grl_gamma,
+                           config.adaptation_steps)
+
+
 def vat_term(config, classify, global_target_batch):
     """Target VAT (utils/training/virtual_adversarial.py), when weighted."""
     if config.vat_weight <= 0:
         return None
     return TargetVAT(config.vat_weight, config.vat_radius, config.vat_start, config.grl_gamma,
                      config.adaptation_steps, global_target_batch, classify, seed=config.seed,
-                     every=config.vat_every)
+                     every=config.vat_every, fraction=config.vat_fraction)
 
 
 # The recipe's terms on the unlabelled half, in the order they are summed:
@@ -45,6 +55,7 @@ def vat_term(config, classify, global_target_batch):
 #   replicas' shares add up to the batch mean).
 TARGET_TERMS = {
     "entropy": entropy_term,
+    "diversity": diversity_term,
     "vat": vat_term,
 }
 
