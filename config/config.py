@@ -182,11 +182,11 @@ class DANNConfig:
         per pixel).
       vat_start: training progress p in [0, 1) at which the VAT weight starts
         to ramp up; updates before it pay nothing for VAT.
-      vat_fraction: VAT on this fraction of each update's target images only (the first
-        of them; they come shuffled), at about that fraction of its cost; 1 is all.
       vat_every: VAT on every this many updates only, with this many times its
         weight there (the same gradient per update on average, at 1/k of its
         cost); 1 is every update.
+      vat_fraction: VAT on this fraction of each update's target images only (the first
+        of them; they come shuffled), at about that fraction of its cost; 1 is all.
       eval_every_steps: steps between validation points (TensorBoard
         `validation/`); None means total_steps // 20, i.e. 20 points. The end
         of the run is always evaluated.
