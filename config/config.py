@@ -6,8 +6,8 @@ Ganin et al., JMLR 2016, arXiv 1505.07818). The field defaults below are the
 `default` recipe, stated only here: the other recipes of config/recipes.py
 state only how they differ from them; `--recipe paper` restores the paper's
 settings. Every recipe setting was chosen on the labelled validation split
-held out of MNIST-M train (`target_val_size`), never on the MNIST-M test set:
-the runs behind each choice are in the README, "How the recipes were chosen".
+held out of MNIST-M train (`target_val_size`), never on the MNIST-M test set
+(the runs behind each choice: docs/choosing-recipes.md).
 
 Deviations of the default from the paper, and why:
   * Input normalisation: each image's channels are standardised
@@ -105,9 +105,8 @@ class DANNConfig:
       target: the target domain, as --source; it may also be a flat folder of
         unlabelled images (its labels, if any, are used only for evaluation
         and the validation split).
-      target_test: the labelled images the target accuracy is measured on
-        (its test split if it has one, else all of it); none uses the
-        target's own test split.
+      target_test: the labelled images the target accuracy is measured on (its test
+        split if it has one, else all of it); none uses the target's own test split.
       class_names: the class names, in label order; none takes them from the
         data (recorded in the run's config).
       network: the feature extractor (model/networks.py): a column of the
@@ -128,13 +127,11 @@ class DANNConfig:
       run_name: names logs/<run>, checkpoints/<run> and config/<run>; None
         means a timestamp.
       log_every_steps: how often the learning rate and lambda are logged.
-      checkpoint_every_steps: how often a checkpoint is written (also at the
-        end of every epoch).
+      checkpoint_every_steps: how often a checkpoint is written (and every epoch's end).
       checkpoint_every_seconds: a checkpoint is also written when this many
         seconds have passed since the last one, so a kill loses at most about
         that much training.
-      max_to_keep: how many checkpoints are kept on disk during the run (also
-        `--keep-checkpoints`).
+      max_to_keep: checkpoints kept on disk during the run (`--keep-checkpoints`).
       keep_checkpoints_at_end: how many of the newest checkpoints a finished run
         keeps (at most max_to_keep): the older ones served a resume after a
         crash and the collapse guard's rollback, which a finished run no longer
@@ -161,35 +158,30 @@ class DANNConfig:
         never trained on in any mode) for the label-free model selection
         validators logged at every validation point (utils/validators.py,
         `python -m utils.select`); at most an eighth of them; 0 disables them.
-      ema_decay: decay of an exponential moving average of the weights that is
-        evaluated and saved instead of the raw weights (utils/training/weight_average.py);
-        0 disables.
+      ema_decay: decay of an exponential moving average of the weights, evaluated and
+        saved instead of the raw weights (utils/training/weight_average.py); 0 disables.
       entropy_weight: weight of the target conditional-entropy loss
         (utils/training/target_entropy.py, Grandvalet & Bengio 2004); 0 disables.
       entropy_start: training progress p in [0, 1) at which that weight starts
         to ramp up.
-      diversity_weight: weight of the target prediction-diversity loss, log K minus the
-        entropy of the batch's mean prediction (utils/training/prediction_diversity.py;
-        Krause et al. 2010, SHOT's diversity term), on the entropy term's schedule;
-        0 disables.
+      diversity_weight: weight of log K minus the entropy of the target batch's mean
+        prediction (utils/training/prediction_diversity.py; Krause et al. 2010), on the
+        entropy term's schedule; 0 disables.
       vat_weight: weight of virtual adversarial training on target images
         (utils/training/virtual_adversarial.py, Miyato et al., TPAMI 2018; the second
         target term of VADA, Shu et al., ICLR 2018); 0 disables. An update costs
-        about twice as much once it is on (`improved`, VAT on for the second
-        half: 20.0 ms per update over the run, against 13.4 ms without VAT).
+        about twice as much once it is on (its cost: that module's docstring).
       vat_radius: L2 norm of the virtual adversarial perturbation, in [0, 1]
         pixel units over the whole image (1.5 is DIRT-T's 3.5 at the same size
         per pixel).
       vat_start: training progress p in [0, 1) at which the VAT weight starts
         to ramp up; updates before it pay nothing for VAT.
-      vat_every: VAT on every this many updates only, with this many times its
-        weight there (the same gradient per update on average, at 1/k of its
-        cost); 1 is every update.
+      vat_every: VAT on every this many updates only, with this many times its weight
+        there (the same gradient per update on average, at 1/k of its cost); 1: all.
       vat_fraction: VAT on this fraction of each update's target images only (the first
         of them; they come shuffled), at about that fraction of its cost; 1 is all.
-      eval_every_steps: steps between validation points (TensorBoard
-        `validation/`); None means total_steps // 20, i.e. 20 points. The end
-        of the run is always evaluated.
+      eval_every_steps: steps between validation points (TensorBoard `validation/`);
+        None means total_steps // 20, i.e. 20 points. The end is always evaluated.
       eval_subset: images per test set at the intermediate validation points
         (a fixed, seeded subset; 0 means the whole sets). The final point always
         uses the whole sets.
