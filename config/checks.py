@@ -24,7 +24,7 @@ POSITIVE = ("learning_rate", "epochs", "steps_per_epoch", "log_every_steps",
             "eval_every_steps", "steps_per_call", "vat_every", "refine_interval",
             "refine_learning_rate")
 NON_NEGATIVE = ("lr_alpha", "lr_beta", "grl_gamma", "target_val_size", "entropy_weight",
-                "diversity_weight",
+                "diversity_weight", "pseudo_label_weight",
                 "vat_weight", "domain_loss_weight", "clip_norm", "eval_subset", "source_val_size",
                 "collapse_probe_size", "max_rollbacks", "refine_steps", "refine_kl_weight",
                 "refine_entropy_weight", "refine_vat_weight", "backbone_lr_mult")
@@ -80,6 +80,12 @@ def check_fields(config):
     if not 0 < config.vat_fraction <= 1:
         raise UserError(f"vat_fraction must be in (0, 1], got {config.vat_fraction}; pass "
                         f"--vat-fraction with a value in (0, 1], 1 for all target images")
+    if not 0 < config.pseudo_label_threshold < 1:
+        raise UserError(f"pseudo_label_threshold must be in (0, 1), got "
+                        f"{config.pseudo_label_threshold}; pass --pseudo-label-threshold 0.9, say")
+    if config.pseudo_label_weight > 0 and config.ema_decay <= 0:
+        raise UserError("pseudo_label_weight takes its labels from the weight average, which is "
+                        "off; pass --ema-decay 0.999 or --pseudo-label-weight 0")
     if config.refine_steps and config.mode != "dann":
         raise UserError(f"refine_steps refines a domain-adapted model on the target, but mode is "
                         f"{config.mode!r}; use --mode dann or --refine-steps 0")

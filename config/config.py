@@ -167,6 +167,11 @@ class DANNConfig:
       diversity_weight: weight of log K minus the entropy of the target batch's mean
         prediction (utils/training/prediction_diversity.py; Krause et al. 2010), on the
         entropy term's schedule; 0 disables.
+      pseudo_label_weight: weight of the cross-entropy to the weight average's class on
+        target images it gives at least pseudo_label_threshold (utils/training/
+        pseudo_labels.py; French et al. 2018), on the entropy term's schedule; needs
+        ema_decay; 0 disables.
+      pseudo_label_threshold: the average's probability a target image needs for a label.
       vat_weight: weight of virtual adversarial training on target images
         (utils/training/virtual_adversarial.py, Miyato et al., TPAMI 2018; the second
         target term of VADA, Shu et al., ICLR 2018); 0 disables. An update costs
@@ -282,6 +287,8 @@ class DANNConfig:
     entropy_weight: float = 0.0
     entropy_start: float = 0.5
     diversity_weight: float = 0.0
+    pseudo_label_weight: float = 0.0
+    pseudo_label_threshold: float = 0.9
     vat_weight: float = 0.0
     vat_radius: float = 1.5
     vat_start: float = 0.5

@@ -1,5 +1,6 @@
-"""The prediction-diversity term (utils/training/prediction_diversity.py) and VAT on a fraction
-of the target images (utils/training/virtual_adversarial.py)."""
+"""The prediction-diversity term (utils/training/prediction_diversity.py), VAT on a fraction
+of the target images (utils/training/virtual_adversarial.py) and pseudo-labels from the
+weight average (utils/training/pseudo_labels.py)."""
 import math
 
 import numpy as np
@@ -12,6 +13,7 @@ from utils.data import builtin_domains
 from utils.io import UserError
 from utils.training.loop import Trainer
 from utils.training.prediction_diversity import TargetDiversity, divergence_from_uniform
+from utils.training.pseudo_labels import TargetPseudoLabels, confident_pseudo_labels
 from utils.training.virtual_adversarial import TargetVAT
 
 
@@ -62,3 +64,66 @@ def test_a_trainer_with_all_three_terms_sums_them_and_bad_values_name_the_flag(d
                                ("diversity_weight", -1.0, "--diversity-weight")):
         with pytest.raises(UserError, match=flag):
             tiny_config(data_dir, **{field: value}).validate()
+
+
+def test_pseudo_labels_keep_only_the_teachers_confident_classes():
+    teacher_logits = tf.constant([[4.0, 0.0, 0.0], [0.0, 0.3, 0.0], [0.0, 0.0, 9.0]])
+    labels, mask = confident_pseudo_labels(teacher_logits, 0.9)
+    assert labels.numpy().tolist() == [0, 1, 2]
+    assert mask.numpy().tolist() == [1.0, 0.0, 1.0]
+
+
+def test_the_pseudo_label_term_waits_for_its_start_and_pulls_towards_the_teachers_class():
+    calls = []
+
+    def teacher(images):
+        calls.append(1)
+        return tf.constant([[0.0, 9.0, 0.0], [0.0, 0.0, 0.1]])
+
+    term = TargetPseudoLabels(weight=1.0, threshold=0.9, start=0.5, gamma=10.0, total_steps=100,
+                              global_target_batch=2, teacher=teacher)
+    logits = tf.Variable([[2.0, 0.0, 0.0], [2.0, 0.0, 0.0]])
+    # Before its start the teacher is not even asked: those updates cost nothing extra.
+    assert float(term(None, logits, 40)) == 0.0 and not calls
+    with tf.GradientTape() as tape:
+        loss = term(None, logits, 80)
+    assert calls and float(loss) > 0
+    gradient = tape.gradient(loss, logits).numpy()
+    # Descending it raises the teacher's class on the confident image...
+    assert gradient[0, 1] < 0 and gradient[0, 0] > 0
+    # ...and leaves the image the teacher is unsure of alone.
+    np.testing.assert_array_equal(gradient[1], 0.0)
+    # Masked images count as 0 in a mean over the whole target half.
+    expected = float(tf.nn.sparse_softmax_cross_entropy_with_logits([1], logits[:1])[0]) / 2
+    assert float(term.loss(logits, teacher(None))) == pytest.approx(expected, rel=1e-6)
+
+
+def test_a_trainer_takes_pseudo_labels_from_its_weight_average(data_dir, tmp_path):
+    config = tiny_config(data_dir, ema_decay=0.99, entropy_start=0.0, pseudo_label_weight=1.0,
+                         pseudo_label_threshold=0.05, run_name="pseudo")
+    trainer = Trainer(config, *builtin_domains(data_dir), output_root=str(tmp_path))
+    assert list(trainer.objective.target_terms) == ["pseudo_label"]
+    batch = tuple(tf.constant(a[:4]) for a in trainer.train_images)
+    batch = (batch[0], tf.cast(batch[1], tf.int32), batch[2])
+    step = tf.constant(3, tf.int64)
+    term = trainer.objective.target_terms["pseudo_label"]
+    averaged = trainer.phases.weight_average.averaged
+    target_logits = trainer.objective.classify(tf.cast(batch[2], tf.float32))
+    # The labels are the average's: give it another class and the term follows.
+    before, _ = confident_pseudo_labels(term.teacher(batch[2]), 0.05)
+    other = (int(before[0]) + 1) % config.num_classes
+    for weight in averaged.trainable_weights:
+        weight.assign(tf.zeros_like(weight))
+    class_bias = [w for w in averaged.trainable_weights if w.shape == (config.num_classes,)][-1]
+    class_bias.assign(tf.one_hot(other, config.num_classes) * 10.0)
+    after, _ = confident_pseudo_labels(term.teacher(batch[2]), 0.05)
+    assert after.numpy().tolist() == [other] * 4
+    expected = tf.reduce_mean(tf.nn.sparse_softmax_cross_entropy_with_logits(after, target_logits))
+    assert float(term.loss(target_logits, term.teacher(batch[2]))) == pytest.approx(
+        float(expected), rel=1e-5)
+    assert np.isfinite(float(trainer.objective.loss_terms(batch, step)["pseudo_label"]))
+    for fields, flag in (({"pseudo_label_weight": 1.0}, "--ema-decay"),
+                         ({"pseudo_label_threshold": 1.0}, "--pseudo-label-threshold"),
+                         ({"pseudo_label_weight": -1.0}, "--pseudo-label-weight")):
+        with pytest.raises(UserError, match=flag):
+            tiny_config(data_dir, **fields).validate()

@@ -16,12 +16,13 @@ import tensorflow as tf
 
 from utils.training import schedules
 from utils.training.prediction_diversity import TargetDiversity
+from utils.training.pseudo_labels import TargetPseudoLabels
 from utils.training.target_entropy import TargetEntropy
 from utils.training.virtual_adversarial import TargetVAT
 from utils.training.window_sums import WindowMetrics
 
 
-def entropy_term(config, classify, global_target_batch):
+def entropy_term(config, classify, global_target_batch, average):
     """Target conditional entropy (utils/training/target_entropy.py), when weighted."""
     if config.entropy_weight <= 0:
         return None
@@ -29,7 +30,7 @@ def entropy_term(config, classify, global_target_batch):
                          config.adaptation_steps, global_target_batch)
 
 
-def diversity_term(config, classify, global_target_batch):
+def diversity_term(config, classify, global_target_batch, average):
     """Target prediction diversity (utils/training/prediction_diversity.py), when weighted;
     on the entropy term's schedule, whose collapses it counters."""
     if config.diversity_weight <= 0:
@@ -38,7 +39,7 @@ def diversity_term(config, classify, global_target_batch):
                            config.adaptation_steps)
 
 
-def vat_term(config, classify, global_target_batch):
+def vat_term(config, classify, global_target_batch, average):
     """Target VAT (utils/training/virtual_adversarial.py), when weighted."""
     if config.vat_weight <= 0:
         return None
@@ -47,9 +48,24 @@ def vat_term(config, classify, global_target_batch):
                      every=config.vat_every, fraction=config.vat_fraction)
 
 
+def pseudo_label_term(config, classify, global_target_batch, average):
+    """Pseudo-labels from the weight average (utils/training/pseudo_labels.py), when weighted;
+    on the entropy term's schedule."""
+    if config.pseudo_label_weight <= 0:
+        return None
+
+    def teacher(images):
+        return average(images, training=False)[0]
+
+    return TargetPseudoLabels(config.pseudo_label_weight, config.pseudo_label_threshold,
+                              config.entropy_start, config.grl_gamma, config.adaptation_steps,
+                              global_target_batch, teacher)
+
+
 # The recipe's terms on the unlabelled half, in the order they are summed:
-#   name -> factory(config, classify, global_target_batch) -> term, or None when the config
-#   leaves it off. `classify` maps 0-255 float images to G_y(G_f(x)) in training mode; a term
+#   name -> factory(config, classify, global_target_batch, average) -> term, or None when the
+#   config leaves it off. `classify` maps 0-255 float images to G_y(G_f(x)) in training mode;
+#   `average` is the weight average's model (utils/training/weight_average.py) or None; a term
 #   is called as term(target_images, target_logits, step) and returns its weighted loss on
 #   one replica's share of the batch (divided by the global target batch, so that the
 #   replicas' shares add up to the batch mean).
@@ -57,6 +73,7 @@ TARGET_TERMS = {
     "entropy": entropy_term,
     "diversity": diversity_term,
     "vat": vat_term,
+    "pseudo_label": pseudo_label_term,
 }
 
 
@@ -67,14 +84,14 @@ class Objective:
     `step` the global step of the update. Terms: `label` (L_y), `domain`
     (domain_loss_weight * L_d) and each recipe term of TARGET_TERMS, in the order
     they are summed. Only `dann` mode adapts: elsewhere lambda stays 0 and no
-    target term is built.
+    target term is built. `average`: the weight average's model, for the terms that read it.
     """
 
-    def __init__(self, config, dann, labelled_domain, half_batch):
+    def __init__(self, config, dann, labelled_domain, half_batch, average=None):
         self.config, self.dann = config, dann
         self.labelled_domain, self.half_batch = labelled_domain, half_batch
         self.adapt = config.mode == "dann"
-        terms = {name: factory(config, self.classify, half_batch)
+        terms = {name: factory(config, self.classify, half_batch, average)
                  for name, factory in TARGET_TERMS.items()} if self.adapt else {}
         self.target_terms = {name: term for name, term in terms.items() if term is not None}
         self.metrics = WindowMetrics("target" if labelled_domain == 1.0 else "source")

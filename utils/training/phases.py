@@ -60,7 +60,8 @@ class Phases:
             # The refinement phase after adaptation (DIRT-T), with its own teacher and optimizer.
             self.refinement = (Refinement(config, self.dann, self.eval_model, copies.pop(0).model,
                                           data.half_batch) if config.refine_steps > 0 else None)
-            self.objective = Objective(config, self.dann, data.labelled_domain, data.half_batch)
+            self.objective = Objective(config, self.dann, data.labelled_domain, data.half_batch,
+                                       self.weight_average.averaged if self.weight_average else None)
             self.global_step, self.diverged_at = global_step_variable(), divergence_variable()
             self.window = ObjectiveWindow(self.objective.logged_terms)
         shared = (self.global_step, self.diverged_at, self.window, self.weight_average)
