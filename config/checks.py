@@ -16,6 +16,7 @@ STRATEGIES = ("default", "mirrored", "multi_worker")
 PRECISIONS = ("float32", "mixed_bfloat16", "mixed_float16")
 ON_COLLAPSE = ("rollback", "stop")
 BN_STATISTICS = ("domain", "moving")
+TARGET_TERMS_SCOPES = ("network", "label_head")
 
 # Fields that must be > 0, and fields that must be >= 0.
 POSITIVE = ("learning_rate", "epochs", "steps_per_epoch", "log_every_steps",
@@ -90,6 +91,7 @@ def check_fields(config):
         raise UserError(f"refine_steps refines a domain-adapted model on the target, but mode is "
                         f"{config.mode!r}; use --mode dann or --refine-steps 0")
     check_choice(config, "input_norm", INPUT_NORMALISATIONS)
+    check_choice(config, "target_terms_scope", TARGET_TERMS_SCOPES)
     shape = config.input_shape
     if shape is not None and (len(shape) != 3 or min(shape) <= 0 or shape[2] not in (1, 3)):
         raise UserError(f"input_shape must be height, width and 1 or 3 channels, got "

@@ -11,7 +11,7 @@ import time
 from typing import Optional, Tuple
 
 from config.checks import (BN_STATISTICS, INPUT_NORMALISATIONS, MODES, ON_COLLAPSE, PRECISIONS,
-                           STRATEGIES, check_run_name)
+                           STRATEGIES, TARGET_TERMS_SCOPES, check_run_name)
 from config.config import FROM_DATA, DANNConfig, config_changes
 from config.recipes import RECIPES, recipe_fields
 from model import NETWORKS
@@ -98,7 +98,7 @@ def _choices():
     return {"mode": MODES, "strategy": STRATEGIES, "on_collapse": ON_COLLAPSE,
             "network": tuple(NETWORKS), "input_norm": INPUT_NORMALISATIONS,
             "recipe": tuple(RECIPES), "precision": PRECISIONS,
-            "bn_statistics": BN_STATISTICS}
+            "bn_statistics": BN_STATISTICS, "target_terms_scope": TARGET_TERMS_SCOPES}
 
 
 def _show(value):

@@ -172,6 +172,8 @@ class DANNConfig:
         pseudo_labels.py; French et al. 2018), on the entropy term's schedule; needs
         ema_decay; 0 disables.
       pseudo_label_threshold: the average's probability a target image needs for a label.
+      target_terms_scope: the weights the target terms train: "network" (G_f and G_y) or
+        "label_head" (G_y only; G_f learns from the label and domain losses alone).
       vat_weight: weight of virtual adversarial training on target images
         (utils/training/virtual_adversarial.py, Miyato et al., TPAMI 2018; the second
         target term of VADA, Shu et al., ICLR 2018); 0 disables. An update costs
@@ -289,6 +291,7 @@ class DANNConfig:
     diversity_weight: float = 0.0
     pseudo_label_weight: float = 0.0
     pseudo_label_threshold: float = 0.9
+    target_terms_scope: str = "network"
     vat_weight: float = 0.0
     vat_radius: float = 1.5
     vat_start: float = 0.5

@@ -29,7 +29,8 @@ def toy_run(data_dir, tmp_path_factory):
     """A tiny run with the toy term registered, 6 adaptation and 4 refinement updates."""
     with pytest.MonkeyPatch.context() as patch:
         # The one registry line a new term needs.
-        patch.setitem(objective.TARGET_TERMS, "toy", lambda config, classify, batch, average: ToyTerm(batch))
+        patch.setitem(objective.TARGET_TERMS, "toy",
+                      lambda config, context: ToyTerm(context.global_target_batch))
         config = tiny_config(data_dir, refine_steps=REFINE, refine_interval=3, ema_decay=0.9,
                              tensorboard_extras=False, run_name="toy")
         trainer = Trainer(config, *builtin_domains(data_dir),

@@ -127,3 +127,37 @@ def test_a_trainer_takes_pseudo_labels_from_its_weight_average(data_dir, tmp_pat
                          ({"pseudo_label_weight": -1.0}, "--pseudo-label-weight")):
         with pytest.raises(UserError, match=flag):
             tiny_config(data_dir, **fields).validate()
+
+
+def test_label_head_scope_keeps_every_target_term_from_the_feature_extractor(data_dir, tmp_path):
+    """Under `--target-terms-scope label_head` the terms' gradients reach G_y and not G_f,
+    VAT's perturbation still being found through the whole network."""
+    config = tiny_config(data_dir, entropy_weight=0.5, entropy_start=0.0, vat_weight=0.5,
+                         vat_start=0.0, run_name="scope")
+    trainer = Trainer(config, *builtin_domains(data_dir), output_root=str(tmp_path))
+    dann, objective = trainer.dann, trainer.objective
+    batch = tuple(tf.constant(a[:4]) for a in trainer.train_images)
+    batch = (batch[0], tf.cast(batch[1], tf.int32), batch[2])
+    found = {}
+    for scope in ("network", "label_head"):
+        # The objective reads the field at each call: same weights, same batch, same VAT seed.
+        objective.config.target_terms_scope = scope
+        with tf.GradientTape(persistent=True) as tape:
+            terms = objective.loss_terms(batch, tf.constant(5, tf.int64))
+        found[scope] = {name: (float(terms[name]),
+                               tape.gradient(terms[name], dann.feature_extractor.trainable_variables),
+                               tape.gradient(terms[name], dann.label_classifier.trainable_variables))
+                        for name in ("entropy", "vat")}
+
+    def norm(grads):
+        return sum(float(tf.reduce_sum(g ** 2)) for g in grads if g is not None)
+
+    for name in ("entropy", "vat"):
+        value, network_f, network_y = found["network"][name]
+        head_value, head_f, head_y = found["label_head"][name]
+        # The scope changes where the gradients go, not the loss.
+        assert head_value == pytest.approx(value, rel=1e-5)
+        assert norm(network_f) > 0 and norm(head_f) == 0
+        np.testing.assert_allclose(norm(head_y), norm(network_y), rtol=1e-4)
+    with pytest.raises(UserError, match="target_terms_scope"):
+        tiny_config(data_dir, target_terms_scope="features").validate()

@@ -12,6 +12,9 @@ utils.diagnose, with no other edit.
 The objective of the refinement phase (DIRT-T, Eq. 14) is the other one with
 this interface: utils/training/refinement.py.
 """
+from typing import Callable, NamedTuple, Optional
+
+import keras
 import tensorflow as tf
 
 from utils.training import schedules
@@ -22,15 +25,31 @@ from utils.training.virtual_adversarial import TargetVAT
 from utils.training.window_sums import WindowMetrics
 
 
-def entropy_term(config, classify, global_target_batch, average):
+class TermContext(NamedTuple):
+    """What a target term's factory may use besides the config.
+
+    `classify` maps 0-255 float images to G_y(G_f(x)) in training mode, its gradients
+    reaching the input and every weight (VAT's perturbation is found through it);
+    `classify_trained` gives the same logits with gradients only to the weights the
+    terms may train (`target_terms_scope`); `average` is the weight average's model
+    (utils/training/weight_average.py) or None; `global_target_batch` the target images
+    of an update over all replicas.
+    """
+    classify: Callable
+    classify_trained: Callable
+    average: Optional[keras.Model]
+    global_target_batch: int
+
+
+def entropy_term(config, context):
     """Target conditional entropy (utils/training/target_entropy.py), when weighted."""
     if config.entropy_weight <= 0:
         return None
     return TargetEntropy(config.entropy_weight, config.entropy_start, config.grl_gamma,
-                         config.adaptation_steps, global_target_batch)
+                         config.adaptation_steps, context.global_target_batch)
 
 
-def diversity_term(config, classify, global_target_batch, average):
+def diversity_term(config, context):
     """Target prediction diversity (utils/training/prediction_diversity.py), when weighted;
     on the entropy term's schedule, whose collapses it counters."""
     if config.diversity_weight <= 0:
@@ -39,36 +58,36 @@ def diversity_term(config, classify, global_target_batch, average):
                            config.adaptation_steps)
 
 
-def vat_term(config, classify, global_target_batch, average):
+def vat_term(config, context):
     """Target VAT (utils/training/virtual_adversarial.py), when weighted."""
     if config.vat_weight <= 0:
         return None
     return TargetVAT(config.vat_weight, config.vat_radius, config.vat_start, config.grl_gamma,
-                     config.adaptation_steps, global_target_batch, classify, seed=config.seed,
-                     every=config.vat_every, fraction=config.vat_fraction)
+                     config.adaptation_steps, context.global_target_batch, context.classify,
+                     seed=config.seed, every=config.vat_every, fraction=config.vat_fraction,
+                     trained_classify=context.classify_trained)
 
 
-def pseudo_label_term(config, classify, global_target_batch, average):
+def pseudo_label_term(config, context):
     """Pseudo-labels from the weight average (utils/training/pseudo_labels.py), when weighted;
     on the entropy term's schedule."""
     if config.pseudo_label_weight <= 0:
         return None
 
     def teacher(images):
-        return average(images, training=False)[0]
+        return context.average(images, training=False)[0]
 
     return TargetPseudoLabels(config.pseudo_label_weight, config.pseudo_label_threshold,
                               config.entropy_start, config.grl_gamma, config.adaptation_steps,
-                              global_target_batch, teacher)
+                              context.global_target_batch, teacher)
 
 
 # The recipe's terms on the unlabelled half, in the order they are summed:
-#   name -> factory(config, classify, global_target_batch, average) -> term, or None when the
-#   config leaves it off. `classify` maps 0-255 float images to G_y(G_f(x)) in training mode;
-#   `average` is the weight average's model (utils/training/weight_average.py) or None; a term
-#   is called as term(target_images, target_logits, step) and returns its weighted loss on
-#   one replica's share of the batch (divided by the global target batch, so that the
-#   replicas' shares add up to the batch mean).
+#   name -> factory(config, context: TermContext) -> term, or None when the config leaves it
+#   off. A term is called as term(target_images, target_logits, step), where target_logits
+#   carry gradients only to the weights `target_terms_scope` lets the terms train, and
+#   returns its weighted loss on one replica's share of the batch (divided by the global
+#   target batch, so that the replicas' shares add up to the batch mean).
 TARGET_TERMS = {
     "entropy": entropy_term,
     "diversity": diversity_term,
@@ -91,7 +110,8 @@ class Objective:
         self.config, self.dann = config, dann
         self.labelled_domain, self.half_batch = labelled_domain, half_batch
         self.adapt = config.mode == "dann"
-        terms = {name: factory(config, self.classify, half_batch, average)
+        context = TermContext(self.classify, self.classify_trained, average, half_batch)
+        terms = {name: factory(config, context)
                  for name, factory in TARGET_TERMS.items()} if self.adapt else {}
         self.target_terms = {name: term for name, term in terms.items() if term is not None}
         self.metrics = WindowMetrics("target" if labelled_domain == 1.0 else "source")
@@ -110,6 +130,18 @@ class Objective:
         """G_y(G_f(images)) in training mode (0-255 images)."""
         return self.dann.label_classifier(self.dann.feature_extractor(images, training=True),
                                           training=True)
+
+    def terms_features(self, features):
+        """G_f's features as the target terms see them: under `target_terms_scope`
+        "label_head" their gradients stop here, so only G_y learns from the terms."""
+        if self.config.target_terms_scope == "label_head":
+            return tf.stop_gradient(features)
+        return features
+
+    def classify_trained(self, images):
+        """G_y(G_f(images)) with gradients only where the target terms may train."""
+        features = self.dann.feature_extractor(images, training=True)
+        return self.dann.label_classifier(self.terms_features(features), training=True)
 
     def grl_lambda_at(self, step):
         """lambda_p for the update at `step`; held at 0 outside `dann` mode."""
@@ -150,7 +182,8 @@ class Objective:
         }
         if self.target_terms:
             # Recipe terms on the unlabelled half: its images and G_y's outputs.
-            target_logits = dann.label_classifier(features[num_labelled:], training=True)
+            target_logits = dann.label_classifier(self.terms_features(features[num_labelled:]),
+                                                  training=True)
             for name, term in self.target_terms.items():
                 terms[name] = term(unlabelled_images, target_logits, step)
         outputs = dict(labels=labels, label_losses=label_losses, class_logits=class_logits,

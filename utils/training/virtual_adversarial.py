@@ -81,14 +81,17 @@ class TargetVAT:
     name = "vat"
 
     def __init__(self, weight, radius, start, gamma, total_steps, global_target_batch, classify,
-                 seed=0, every=1, fraction=1.0):
+                 seed=0, every=1, fraction=1.0, trained_classify=None):
         """`classify` maps a batch of 0-255 float images to class logits (G_y after G_f);
         `seed` is the run's seed, from which each update's random start is derived;
         `every` = k computes the term on every k-th update only, weighted k times;
-        `fraction` = f on the first f of each replica's target images only."""
+        `fraction` = f on the first f of each replica's target images only;
+        `trained_classify` (default `classify`) gives the logits at x + r_adv whose
+        gradients train the network, `classify` those through which r_adv is found."""
         self.weight, self.radius, self.start, self.gamma = weight, radius, start, gamma
         self.total_steps, self.global_target_batch = total_steps, global_target_batch
         self.classify, self.seed, self.every, self.fraction = classify, seed, every, fraction
+        self.trained_classify = trained_classify or classify
 
     def subset(self, target_images, target_logits):
         """The images (and their logits) VAT is computed on, and the global count of them."""
@@ -114,7 +117,8 @@ class TargetVAT:
         target_images, target_logits, global_count = self.subset(target_images, target_logits)
         perturbation = virtual_adversarial_perturbation(
             self.classify, target_images, target_logits, self.radius, seed)
-        adversarial_logits = self.classify(tf.cast(target_images, tf.float32) + perturbation)
+        adversarial_logits = self.trained_classify(tf.cast(target_images, tf.float32)
+                                                   + perturbation)
         return tf.nn.compute_average_loss(
             kl_from_logits(tf.stop_gradient(target_logits), adversarial_logits),
             global_batch_size=global_count)
