@@ -162,42 +162,35 @@ class DANNConfig:
         saved instead of the raw weights (utils/training/weight_average.py); 0 disables.
       entropy_weight: weight of the target conditional-entropy loss
         (utils/training/target_entropy.py, Grandvalet & Bengio 2004); 0 disables.
-      entropy_start: training progress p in [0, 1) at which that weight starts
-        to ramp up.
+      entropy_start: training progress p in [0, 1) at which that weight starts to ramp up.
       diversity_weight: weight of log K minus the entropy of the target batch's mean
         prediction (utils/training/prediction_diversity.py; Krause et al. 2010), on the
         entropy term's schedule; 0 disables.
-      pseudo_label_weight: weight of the cross-entropy to the weight average's class on
-        target images it gives at least pseudo_label_threshold (utils/training/
-        pseudo_labels.py; French et al. 2018), on the entropy term's schedule; needs
-        ema_decay; 0 disables.
+      pseudo_label_weight: weight of the cross-entropy to the weight average's class on the
+        target images it gives >= pseudo_label_threshold (utils/training/pseudo_labels.py),
+        on the entropy term's schedule; needs ema_decay; 0 disables.
       pseudo_label_threshold: the average's probability a target image needs for a label.
       target_terms_scope: the weights the target terms train: "network" (G_f and G_y) or
         "label_head" (G_y only; G_f learns from the label and domain losses alone).
-      vat_weight: weight of virtual adversarial training on target images
-        (utils/training/virtual_adversarial.py, Miyato et al., TPAMI 2018; the second
-        target term of VADA, Shu et al., ICLR 2018); 0 disables. An update costs
-        about twice as much once it is on (its cost: that module's docstring).
-      vat_radius: L2 norm of the virtual adversarial perturbation, in [0, 1]
-        pixel units over the whole image (1.5 is DIRT-T's 3.5 at the same size
-        per pixel).
-      vat_start: training progress p in [0, 1) at which the VAT weight starts
-        to ramp up; updates before it pay nothing for VAT.
+      vat_weight: weight of virtual adversarial training on target images (utils/training/
+        virtual_adversarial.py, Miyato et al., TPAMI 2018; VADA's second target term, Shu
+        et al., ICLR 2018); 0 disables; about doubles an update's cost while it is on.
+      vat_radius: L2 norm of the virtual adversarial perturbation, in [0, 1] pixel units
+        over the whole image (1.5 is DIRT-T's 3.5 at the same size per pixel).
+      vat_start: progress p in [0, 1) at which the VAT weight starts to ramp up (free before).
       vat_every: VAT on every this many updates only, with this many times its weight
         there (the same gradient per update on average, at 1/k of its cost); 1: all.
       vat_fraction: VAT on this fraction of each update's target images only (the first
         of them; they come shuffled), at about that fraction of its cost; 1 is all.
       eval_every_steps: steps between validation points (TensorBoard `validation/`);
         None means total_steps // 20, i.e. 20 points. The end is always evaluated.
-      eval_subset: images per test set at the intermediate validation points
-        (a fixed, seeded subset; 0 means the whole sets). The final point always
-        uses the whole sets.
+      eval_subset: images per test set at the intermediate validation points (a fixed,
+        seeded subset; 0: the whole sets); the final point always uses the whole sets.
       domain_loss_weight: L_d is this times the mean domain loss over the whole
         batch: 1 is how the authors' Caffe code normalises it, 2 is Eq. 9 as
         printed (source mean plus target mean).
-      steps_per_call: updates run by one call of the compiled training loop;
-        more amortise the per-call overhead, and a stop signal waits for at
-        most this many updates. Does not change what is computed.
+      steps_per_call: updates run by one call of the compiled loop; more amortise its
+        overhead, a stop signal waits for at most this many; what is computed is the same.
       collapse_probe_size: labelled training images on which the collapse guard
         (utils/training/collapse_guard.py) checks, before every checkpoint and at the end,
         that G_f and G_y still have live ReLU units and an output that depends
@@ -228,12 +221,9 @@ class DANNConfig:
         when there is one): DIRT-T's 5,000.
       refine_learning_rate: learning rate of the refinement's own Adam
         optimizer (beta_1 = 0.5, as DIRT-T's released code).
-      refine_kl_weight: beta, the weight of KL(teacher || student) on target
-        images in the refinement phase.
-      refine_entropy_weight: the weight of the target conditional entropy in
-        the refinement phase.
-      refine_vat_weight: the weight of target VAT in the refinement phase
-        (radius `vat_radius`).
+      refine_kl_weight: beta, the weight of KL(teacher || student) on target images in refinement.
+      refine_entropy_weight: the weight of the target conditional entropy in refinement.
+      refine_vat_weight: the weight of target VAT in refinement (radius `vat_radius`).
       backbone_weights: the starting weights of a keras.applications network
         (resnet50, efficientnet_b0, mobilenet_v3_small): imagenet (Keras
         fetches and caches them) or a local file, the one Keras caches in
