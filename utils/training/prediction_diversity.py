@@ -40,11 +40,8 @@ class TargetDiversity:
     name = "diversity"
 
     def __init__(self, weight, start, gamma, total_steps):
-        self.weight, self.start, self.gamma, self.total_steps = weight, start, gamma, total_steps
-
-    def weight_at(self, step):
-        """The term's weight at `step`: 0 before `start`, then ramped like lambda_p."""
-        return self.weight * schedules.delayed_ramp(step, self.total_steps, self.start, self.gamma)
+        # The term's weight at each step: 0 before `start`, then ramped like lambda_p.
+        self.weight_at = schedules.RampedWeight(weight, start, gamma, total_steps)
 
     def __call__(self, target_images, target_logits, step):
         # A function of the batch mean, so not a per-example loss: each replica's share gives

@@ -49,13 +49,10 @@ class TargetPseudoLabels:
 
     def __init__(self, weight, threshold, start, gamma, total_steps, global_target_batch,
                  teacher):
-        self.weight, self.threshold, self.start, self.gamma = weight, threshold, start, gamma
-        self.total_steps, self.global_target_batch = total_steps, global_target_batch
-        self.teacher = teacher
-
-    def weight_at(self, step):
-        """The term's weight at `step`: 0 before `start`, then ramped like lambda_p."""
-        return self.weight * schedules.delayed_ramp(step, self.total_steps, self.start, self.gamma)
+        # The term's weight at each step: 0 before `start`, then ramped like lambda_p.
+        self.weight_at = schedules.RampedWeight(weight, start, gamma, total_steps)
+        self.threshold, self.global_target_batch, self.teacher = (threshold, global_target_batch,
+                                                                   teacher)
 
     def loss(self, target_logits, teacher_logits):
         """The unweighted term: masked cross-entropy to the teacher's confident classes,

@@ -34,6 +34,17 @@ def delayed_ramp(step, total_steps, start, gamma):
     return grl_lambda(q, gamma)
 
 
+class RampedWeight:
+    """A target term's weight at each step: `weight` * delayed_ramp(step, ...), a pure
+    function of the step like lambda_p (the schedule every recipe term follows)."""
+
+    def __init__(self, weight, start, gamma, total_steps):
+        self.weight, self.start, self.gamma, self.total_steps = weight, start, gamma, total_steps
+
+    def __call__(self, step):
+        return self.weight * delayed_ramp(step, self.total_steps, self.start, self.gamma)
+
+
 class AnnealedLearningRate(keras.optimizers.schedules.LearningRateSchedule):
     """mu_p as a Keras schedule: the optimizer evaluates it from its own step counter
     inside the compiled step, so the rate changes every step without a retrace."""

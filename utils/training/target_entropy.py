@@ -32,12 +32,9 @@ class TargetEntropy:
     name = "entropy"
 
     def __init__(self, weight, start, gamma, total_steps, global_target_batch):
-        self.weight, self.start, self.gamma = weight, start, gamma
-        self.total_steps, self.global_target_batch = total_steps, global_target_batch
-
-    def weight_at(self, step):
-        """w_p for the update at `step` (a pure function of the step, like lambda_p)."""
-        return self.weight * schedules.delayed_ramp(step, self.total_steps, self.start, self.gamma)
+        # w_p for the update at `step` (a pure function of the step, like lambda_p).
+        self.weight_at = schedules.RampedWeight(weight, start, gamma, total_steps)
+        self.global_target_batch = global_target_batch
 
     def __call__(self, target_images, target_logits, step):
         """w_p * mean entropy; dividing by the global batch makes replicas sum to the mean."""

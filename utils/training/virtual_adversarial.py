@@ -88,8 +88,9 @@ class TargetVAT:
         `fraction` = f on the first f of each replica's target images only;
         `trained_classify` (default `classify`) gives the logits at x + r_adv whose
         gradients train the network, `classify` those through which r_adv is found."""
-        self.weight, self.radius, self.start, self.gamma = weight, radius, start, gamma
-        self.total_steps, self.global_target_batch = total_steps, global_target_batch
+        # The term's weight at each step: 0 before `start`, then ramped like lambda_p.
+        self.weight_at = schedules.RampedWeight(weight, start, gamma, total_steps)
+        self.radius, self.global_target_batch = radius, global_target_batch
         self.classify, self.seed, self.every, self.fraction = classify, seed, every, fraction
         self.trained_classify = trained_classify or classify
 
@@ -100,10 +101,6 @@ class TargetVAT:
         replicas = tf.distribute.get_replica_context().num_replicas_in_sync
         count = max(1, round(self.fraction * self.global_target_batch / replicas))
         return target_images[:count], target_logits[:count], count * replicas
-
-    def weight_at(self, step):
-        """The term's weight for the update at `step`: 0 before `start`, then ramped."""
-        return self.weight * schedules.delayed_ramp(step, self.total_steps, self.start, self.gamma)
 
     def random_seed(self, step):
         """The stateless seed of the random start at `step`: one per update and replica."""
