@@ -84,6 +84,10 @@ def check_fields(config):
     if not 0 < config.pseudo_label_threshold < 1:
         raise UserError(f"pseudo_label_threshold must be in (0, 1), got "
                         f"{config.pseudo_label_threshold}; pass --pseudo-label-threshold 0.9, say")
+    if not config.entropy_start < config.pseudo_label_stop <= 1:
+        raise UserError(f"pseudo_label_stop must be in (entropy_start, 1] = "
+                        f"({config.entropy_start}, 1], got {config.pseudo_label_stop}; pass "
+                        f"--pseudo-label-stop 1 to keep the term to the end")
     if config.pseudo_label_weight > 0 and config.ema_decay <= 0:
         raise UserError("pseudo_label_weight takes its labels from the weight average, which is "
                         "off; pass --ema-decay 0.999 or --pseudo-label-weight 0")

@@ -170,6 +170,8 @@ class DANNConfig:
         target images it gives >= pseudo_label_threshold (utils/training/pseudo_labels.py),
         on the entropy term's schedule; needs ema_decay; 0 disables.
       pseudo_label_threshold: the average's probability a target image needs for a label.
+      pseudo_label_stop: progress p in (entropy_start, 1] from which that term is off again
+        (its teacher pass skipped); 1 keeps it to the end.
       target_terms_scope: the weights the target terms train: "network" (G_f and G_y) or
         "label_head" (G_y only; G_f learns from the label and domain losses alone).
       vat_weight: weight of virtual adversarial training on target images (utils/training/
@@ -281,6 +283,7 @@ class DANNConfig:
     diversity_weight: float = 0.0
     pseudo_label_weight: float = 0.0
     pseudo_label_threshold: float = 0.9
+    pseudo_label_stop: float = 1.0
     target_terms_scope: str = "network"
     vat_weight: float = 0.0
     vat_radius: float = 1.5

@@ -12,6 +12,7 @@ from tests.test_training import tiny_config
 from utils.data import builtin_domains
 from utils.io import UserError
 from utils.training.loop import Trainer
+from utils.training import schedules
 from utils.training.prediction_diversity import TargetDiversity, divergence_from_uniform
 from utils.training.pseudo_labels import TargetPseudoLabels, confident_pseudo_labels
 from utils.training.virtual_adversarial import TargetVAT
@@ -96,6 +97,28 @@ def test_the_pseudo_label_term_waits_for_its_start_and_pulls_towards_the_teacher
     # Masked images count as 0 in a mean over the whole target half.
     expected = float(tf.nn.sparse_softmax_cross_entropy_with_logits([1], logits[:1])[0]) / 2
     assert float(term.loss(logits, teacher(None))) == pytest.approx(expected, rel=1e-6)
+
+
+def test_a_stopped_pseudo_label_term_is_off_and_asks_no_teacher_from_its_stop_on(data_dir):
+    calls = []
+
+    def teacher(images):
+        calls.append(1)
+        return tf.constant([[0.0, 9.0, 0.0]])
+
+    term = TargetPseudoLabels(weight=1.0, threshold=0.9, start=0.2, gamma=10.0, total_steps=100,
+                              global_target_batch=1, teacher=teacher, stop=0.6)
+    logits = tf.constant([[2.0, 0.0, 0.0]])
+    assert float(term(None, logits, 59)) > 0 and len(calls) == 1
+    # From p = stop on the term is 0 and the teacher's forward pass is skipped.
+    assert float(term(None, logits, 60)) == 0.0 and float(term(None, logits, 100)) == 0.0
+    assert len(calls) == 1
+    # Without a stop the weight is the ramp's to the very last step, as before the field.
+    kept = schedules.RampedWeight(1.0, 0.2, 10.0, 100)
+    assert float(kept(100)) == pytest.approx(float(schedules.delayed_ramp(100, 100, 0.2, 10.0)))
+    for stop in (0.2, 1.5):
+        with pytest.raises(UserError, match="--pseudo-label-stop"):
+            tiny_config(data_dir, entropy_start=0.2, pseudo_label_stop=stop).validate()
 
 
 def test_a_trainer_takes_pseudo_labels_from_its_weight_average(data_dir, tmp_path):

@@ -70,7 +70,7 @@ def vat_term(config, context):
 
 def pseudo_label_term(config, context):
     """Pseudo-labels from the weight average (utils/training/pseudo_labels.py), when weighted;
-    on the entropy term's schedule."""
+    on the entropy term's schedule, until pseudo_label_stop."""
     if config.pseudo_label_weight <= 0:
         return None
 
@@ -79,7 +79,7 @@ def pseudo_label_term(config, context):
 
     return TargetPseudoLabels(config.pseudo_label_weight, config.pseudo_label_threshold,
                               config.entropy_start, config.grl_gamma, config.adaptation_steps,
-                              context.global_target_batch, teacher)
+                              context.global_target_batch, teacher, config.pseudo_label_stop)
 
 
 # The recipe's terms on the unlabelled half, in the order they are summed:

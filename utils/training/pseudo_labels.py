@@ -17,7 +17,9 @@ average moves by 1 - decay of each update (1,000 updates at 0.999), so its label
 lag behind such a slide, and target images it is unsure of get no label at all.
 
 The weight is 0 until the progress p reaches `start`, then ramps like the entropy
-term's (`schedules.delayed_ramp`); the recipe gives it `entropy_start`.
+term's (`schedules.delayed_ramp`); the recipe gives it `entropy_start`. With `stop` < 1
+it is 0 again from p = stop on: an anchor over the first updates of the other target
+terms only, where a run that slides into confident mistakes does so.
 
 Deviations from French et al.: hard labels and a cross-entropy rather than their
 squared difference of probabilities; no augmentation of the student's input (the
@@ -48,9 +50,10 @@ class TargetPseudoLabels:
     name = "pseudo_label"
 
     def __init__(self, weight, threshold, start, gamma, total_steps, global_target_batch,
-                 teacher):
-        # The term's weight at each step: 0 before `start`, then ramped like lambda_p.
-        self.weight_at = schedules.RampedWeight(weight, start, gamma, total_steps)
+                 teacher, stop=1.0):
+        # The term's weight at each step: 0 before `start`, then ramped like lambda_p,
+        # and 0 again from `stop` on.
+        self.weight_at = schedules.RampedWeight(weight, start, gamma, total_steps, stop)
         self.threshold, self.global_target_batch, self.teacher = (threshold, global_target_batch,
                                                                    teacher)
 
@@ -65,7 +68,8 @@ class TargetPseudoLabels:
 
     def __call__(self, target_images, target_logits, step):
         weight = self.weight_at(step)
-        # Skipped while the weight is 0, so updates before `start` pay nothing for the teacher.
+        # Skipped while the weight is 0, so updates outside [start, stop) pay nothing for the
+        # teacher.
         return tf.cond(weight > 0.0,
                        lambda: weight * self.loss(target_logits, self.teacher(target_images)),
                        lambda: tf.constant(0.0))

@@ -36,13 +36,18 @@ def delayed_ramp(step, total_steps, start, gamma):
 
 class RampedWeight:
     """A target term's weight at each step: `weight` * delayed_ramp(step, ...), a pure
-    function of the step like lambda_p (the schedule every recipe term follows)."""
+    function of the step like lambda_p (the schedule every recipe term follows), and 0
+    again from progress `stop` on when `stop` < 1 (a term used over a window only)."""
 
-    def __init__(self, weight, start, gamma, total_steps):
+    def __init__(self, weight, start, gamma, total_steps, stop=1.0):
         self.weight, self.start, self.gamma, self.total_steps = weight, start, gamma, total_steps
+        self.stop = stop
 
     def __call__(self, step):
-        return self.weight * delayed_ramp(step, self.total_steps, self.start, self.gamma)
+        weight = self.weight * delayed_ramp(step, self.total_steps, self.start, self.gamma)
+        if self.stop >= 1.0:
+            return weight
+        return tf.where(progress(step, self.total_steps) < self.stop, weight, 0.0)
 
 
 class AnnealedLearningRate(keras.optimizers.schedules.LearningRateSchedule):
