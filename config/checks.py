@@ -19,7 +19,7 @@ BN_STATISTICS = ("domain", "moving")
 TARGET_TERMS_SCOPES = ("network", "label_head")
 
 # Fields that must be > 0, and fields that must be >= 0.
-POSITIVE = ("learning_rate", "epochs", "steps_per_epoch", "log_every_steps",
+POSITIVE = ("learning_rate", "epochs", "steps_per_epoch", "epoch_scale", "log_every_steps",
             "checkpoint_every_steps", "checkpoint_every_seconds", "max_to_keep",
             "keep_checkpoints_at_end", "eval_batch_size",
             "eval_every_steps", "steps_per_call", "vat_every", "refine_interval",

@@ -1,9 +1,11 @@
 import argparse
 import json
 
+import pytest
 
 from config.cli import add_config_arguments, config_from_args
 from config.config import DANNConfig
+from utils.io import UserError
 
 
 def parse(argv):
@@ -51,6 +53,18 @@ def test_batch_size_leaves_the_number_of_updates_alone():
     tiny = DANNConfig(source="my/source", target="my/target")
     tiny.fill_schedule(525)
     assert tiny.total_steps == 4 * 250
+
+
+def test_epoch_scale_shortens_the_datas_epoch_on_every_pair_alike():
+    assert DANNConfig(epoch_scale=0.9375).steps_per_epoch == 7500
+    assert config_from_args(parse(["--epoch-scale", "0.5"])).total_steps == 16000
+    own = DANNConfig(source="my/source", target="my/target", epoch_scale=0.5)
+    own.fill_schedule(5900)
+    assert own.steps_per_epoch == 400
+    # A steps_per_epoch given outright is the user's, and stays as given.
+    assert DANNConfig(steps_per_epoch=3000, epoch_scale=0.5).steps_per_epoch == 3000
+    with pytest.raises(UserError, match="--epoch-scale"):
+        DANNConfig(epoch_scale=0.0)
 
 
 def test_old_configs_load_with_the_settings_they_were_trained_with(tmp_path):
