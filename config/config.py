@@ -76,39 +76,36 @@ class DANNConfig:
     """All settings of one training run; every field is a train-script flag.
 
     Attributes:
-      mode: `dann` (domain-adversarial), `source_only` (no domain gradient into
-        the features, lower bound) or `target_only` (trained on labelled
-        MNIST-M, upper bound).
+      mode: `dann` (domain-adversarial), `source_only` (no domain gradient into the
+        features, lower bound) or `target_only` (trained on labelled MNIST-M, upper bound).
       learning_rate: mu_0, the initial SGD learning rate of the annealing
         schedule mu_p = mu_0 / (1 + alpha * p) ** beta (Sec. 5.2.2).
       lr_alpha: alpha of the learning-rate schedule.
       lr_beta: beta of the learning-rate schedule.
       momentum: SGD momentum.
-      clip_norm: if positive, every update's gradient is rescaled to at most
-        this global L2 norm (over all weights, all loss terms together) before
-        SGD applies it (Keras' `global_clipnorm`; Pascanu et al., ICML 2013);
-        0 leaves the gradients as they are. Under `mirrored` each replica
-        clips its share of the gradient before the replicas are summed.
+      clip_norm: if positive, every update's gradient is rescaled to at most this global
+        L2 norm (over all weights, all loss terms together) before SGD applies it (Keras'
+        `global_clipnorm`; Pascanu et al., ICML 2013); 0 leaves the gradients as they
+        are. Under `mirrored` each replica clips its share before the replicas are summed.
       grl_gamma: gamma of the adaptation schedule
         lambda_p = 2 / (1 + exp(-gamma * p)) - 1 (Sec. 5.2.2).
       batch_size: images per step, half source and half target (64 + 64 in the
         paper, 128 + 128 in the original TF2 repository). Must be even.
-      input_shape: image height, width and channels; none takes them from the
-        data (the source's first image; 3 channels if any domain is colour).
-        When given, every image of another size is resized to it (bilinear,
-        as Keras resizes).
+      input_shape: image height, width and channels; none takes them from the data (the
+        source's first image; 3 channels if any domain is colour). When given, every
+        image of another size is resized to it (bilinear, as Keras resizes).
       num_classes: number of classes; none takes it from the data (the
         source's class folders, or 10 for the built-in domains).
-      source: the labelled source domain: mnist, mnist_m, a folder with one
-        subfolder of images per class (optionally below train/ and test/), or
-        a .npz with x_train, y_train, x_test, y_test (utils/data/domains.py).
+      source: the labelled source domain: mnist, mnist_m, a folder with one subfolder of
+        images per class (optionally below train/ and test/), or a .npz with x_train,
+        y_train, x_test, y_test (utils/data/domains.py).
       target: the target domain, as --source; it may also be a flat folder of
         unlabelled images (its labels, if any, are used only for evaluation
         and the validation split).
       target_test: the labelled images the target accuracy is measured on (its test
         split if it has one, else all of it); none uses the target's own test split.
-      class_names: the class names, in label order; none takes them from the
-        data (recorded in the run's config).
+      class_names: the class names, in label order; none takes them from the data
+        (recorded in the run's config).
       network: the feature extractor (model/networks.py): a column of the
         paper, mnist, svhn or gtsrb, trained at the size the paper drew it
         for (28, 32, 40 pixels: other images are resized unless --input-shape
