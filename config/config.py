@@ -87,8 +87,7 @@ class DANNConfig:
         L2 norm (over all weights, all loss terms together) before SGD applies it (Keras'
         `global_clipnorm`; Pascanu et al., ICML 2013); 0 leaves the gradients as they
         are. Under `mirrored` each replica clips its share before the replicas are summed.
-      grl_gamma: gamma of the adaptation schedule
-        lambda_p = 2 / (1 + exp(-gamma * p)) - 1 (Sec. 5.2.2).
+      grl_gamma: gamma of the adaptation factor lambda_p = 2 / (1 + exp(-gamma * p)) - 1 (Sec. 5.2.2).
       batch_size: images per step, half source and half target (64 + 64 in the
         paper, 128 + 128 in the original TF2 repository). Must be even.
       input_shape: image height, width and channels; none takes them from the data (the
@@ -121,15 +120,12 @@ class DANNConfig:
       epoch_scale: when steps_per_epoch is unset, that epoch times this factor, so that a
         recipe shortens its schedule on every pair alike (0.9375: 7,500 on MNIST).
       seed: seeds Python, NumPy, TensorFlow and the input pipeline.
-      data_dir: folder holding MNIST/mnist_data.pkl and MNIST_M/mnist_m_data.pkl
-        (the built-in domains).
-      run_name: names logs/<run>, checkpoints/<run> and config/<run>; None
-        means a timestamp.
+      data_dir: folder of MNIST/mnist_data.pkl and MNIST_M/mnist_m_data.pkl (built-in domains).
+      run_name: names logs/<run>, checkpoints/<run> and config/<run>; None: a timestamp.
       log_every_steps: how often the learning rate and lambda are logged.
       checkpoint_every_steps: how often a checkpoint is written (and every epoch's end).
-      checkpoint_every_seconds: a checkpoint is also written when this many
-        seconds have passed since the last one, so a kill loses at most about
-        that much training.
+      checkpoint_every_seconds: a checkpoint is also written when this many seconds have
+        passed since the last one, so a kill loses at most about that much training.
       max_to_keep: checkpoints kept on disk during the run (`--keep-checkpoints`).
       keep_checkpoints_at_end: how many of the newest checkpoints a finished run
         keeps (at most max_to_keep): the older ones served a resume after a
@@ -150,8 +146,7 @@ class DANNConfig:
         images (MNIST-M train by default) and out of the unlabelled pool, to
         choose recipe settings on; at most an eighth of them; 0 disables (as
         does an unlabelled target).
-      target_val_seed: seed of that split; fixed across runs so all are judged
-        on the same images.
+      target_val_seed: seed of that split; fixed so that all runs are judged on the same images.
       source_val_size: labelled source images held out of the source's
         training images (MNIST train by default; seeded by target_val_seed,
         never trained on in any mode) for the label-free model selection

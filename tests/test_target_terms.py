@@ -11,8 +11,8 @@ from tests.test_recipes import steep_classifier
 from tests.test_training import tiny_config
 from utils.data import builtin_domains
 from utils.io import UserError
-from utils.training.loop import Trainer
 from utils.training import schedules
+from utils.training.loop import Trainer
 from utils.training.prediction_diversity import TargetDiversity, divergence_from_uniform
 from utils.training.pseudo_labels import TargetPseudoLabels, confident_pseudo_labels
 from utils.training.virtual_adversarial import TargetVAT
