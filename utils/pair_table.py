@@ -3,10 +3,10 @@
     python -m utils.make_pairs --out model_data/pairs
     python -m utils.pair_table --suite model_data/pairs
 
-Per pair, with no flag beyond the pair's own (any train flag given here is added to every
-run, and recorded; the table itself is made without any) (--source, --target, --target-test): source-only,
-DANN and `--recipe improved` over --seeds seeds (3), and train-on-target (the bound, where the
-target has labels) over the first seed. One run at a time, each its own process, as a user
+Per pair, with no flag beyond the pair's own (--source, --target, --target-test; any train
+flag given here is added to every run, and recorded; the table itself is made without any):
+source-only, DANN and `--recipe improved` over --seeds seeds (3), and train-on-target (the
+bound, where the target has labels) over the first seed. One run at a time, each its own process, as a user
 types it, into logs/, checkpoints/ and config/ of --output-root. Each finished run is
 recorded in <output-root>/logs/pair_table/pair_table.json as it ends, with its output beside
 it, so a stopped table continues where it stopped (a run cut short is trained again from its
