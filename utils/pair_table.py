@@ -180,7 +180,8 @@ def parse_args(argv=None):
     parser.add_argument("--table-only", action="store_true",
                         help="write the table from the runs recorded so far; train nothing")
     parser.add_argument("--seeds", type=int, default=3,
-                        help="seeds of the source-only, DANN and improved rows, 0, 1, ... (default: 3)")
+                        help="seeds of the source-only, DANN and improved rows, 0, 1, ... "
+                             "(default: 3)")
     args, args.extra_flags = parser.parse_known_args(argv)
     # Train flags for every run (e.g. --epochs 1 for a first look); the table's own are refused.
     owned = [flag for flag in args.extra_flags
