@@ -270,7 +270,7 @@ class Trainer:
                         _next_multiple(step, config.checkpoint_every_steps) - step)
             train_step = self.phases.step_at(step)
             traces, started = train_step.traces(), (time.perf_counter(), step)
-            train_step.run(iterator, count)
+            train_step.run(iterator, count, step)
             step += count
             if timed_from is None:
                 # Timed from this call unless it traced the step (once a session and phase).

@@ -115,12 +115,31 @@ class Objective:
                  for name, factory in TARGET_TERMS.items()} if self.adapt else {}
         self.target_terms = {name: term for name, term in terms.items() if term is not None}
         self.metrics = WindowMetrics("target" if labelled_domain == 1.0 else "source")
+        self._idle_steps = None
 
     @property
     def logged_terms(self):
         """The terms logged as loss/<name> by the objective window (L_y and L_d are logged
         unweighted by the metrics, as loss/label_loss and loss/domain_loss)."""
         return tuple(self.target_terms)
+
+    @property
+    def idle_steps(self):
+        """How many first updates leave every target term's weight exactly 0 (0 without terms).
+
+        Over those the compiled step can leave the terms out (`forward(..., target_terms=False)`):
+        a weight of 0 makes their gradients exact zeros, and adding a zero changes no bit of
+        the update, while building them costs a second pass of G_y over the target half and
+        its backward pass on every update.
+        """
+        if not self.target_terms:
+            return 0
+        if self._idle_steps is None:
+            # A term without a scheduled weight (`weight_at`) is on from the first update.
+            self._idle_steps = min(term.weight_at.first_active_step()
+                                   if hasattr(term, "weight_at") else 0
+                                   for term in self.target_terms.values())
+        return self._idle_steps
 
     @property
     def trained_variables(self):
@@ -155,9 +174,10 @@ class Objective:
         follows the schedule without a retrace)."""
         self.dann.gradient_reversal.grl_lambda.assign(self.grl_lambda_at(step))
 
-    def forward(self, batch, step):
+    def forward(self, batch, step, target_terms=True):
         """({term: weighted loss}, outputs) of one replica's share (Sec. 3.2, Eq. 9-13);
-        `outputs` holds what the window metrics read."""
+        `outputs` holds what the window metrics read. `target_terms=False` (only for steps
+        before `idle_steps`) gives each target term as 0 without building it."""
         labelled_images, labels, unlabelled_images = batch
         dann = self.dann
         images = tf.concat([labelled_images, unlabelled_images], axis=0)
@@ -180,7 +200,9 @@ class Objective:
             "domain": self.config.domain_loss_weight * tf.nn.compute_average_loss(
                 domain_losses, global_batch_size=self.config.batch_size),
         }
-        if self.target_terms:
+        if self.target_terms and not target_terms:
+            terms.update({name: tf.constant(0.0) for name in self.target_terms})
+        elif self.target_terms:
             # Recipe terms on the unlabelled half: its images and G_y's outputs.
             target_logits = dann.label_classifier(self.terms_features(features[num_labelled:]),
                                                   training=True)

@@ -121,9 +121,9 @@ class Refinement(tf.Module):
         tf.cond(tf.equal((step - self.start) % self.interval, 0), refresh,
                 lambda: tf.constant(False))
 
-    def forward(self, batch, step):
+    def forward(self, batch, step, target_terms=True):
         """The weighted terms of Eq. 14 on one replica's share of the batch, and what the
-        window sums read. `batch` is two independent halves of target images (the middle,
+        window sums read (its terms are never idle: `target_terms` is ignored). `batch` is two independent halves of target images (the middle,
         labels, is unused): KL to the teacher on the first, entropy and VAT on the second."""
         pseudo_images, _, target_images = batch
         teacher_logits = tf.stop_gradient(self.teacher(pseudo_images, training=False)[0])
@@ -150,6 +150,9 @@ class Refinement(tf.Module):
     def loss_terms(self, batch, step):
         """{term: weighted loss} of one replica's share of `batch` at `step`."""
         return self.forward(batch, step)[0]
+
+    # Every term of the refinement is on from its first update.
+    idle_steps = 0
 
     @staticmethod
     def total(terms):

@@ -49,6 +49,21 @@ class RampedWeight:
             return weight
         return tf.where(progress(step, self.total_steps) < self.stop, weight, 0.0)
 
+    def first_active_step(self):
+        """The first step whose weight is not exactly 0 (`total_steps` when none is): found
+        by bisection on the same ops the compiled step runs, since the ramp is monotone up to
+        `stop` and 0 before `start`."""
+        low, high = 0, int(self.total_steps)
+        while low < high:
+            middle = (low + high) // 2
+            ramp = self.weight * delayed_ramp(tf.constant(middle, tf.int64), self.total_steps,
+                                              self.start, self.gamma)
+            if float(ramp) > 0.0:
+                high = middle
+            else:
+                low = middle + 1
+        return low
+
 
 class AnnealedLearningRate(keras.optimizers.schedules.LearningRateSchedule):
     """mu_p as a Keras schedule: the optimizer evaluates it from its own step counter

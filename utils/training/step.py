@@ -60,26 +60,32 @@ class TrainStep:
         self.gradient_scales = gradient_scales
         self.loop = tf.function(self._steps)
 
-    def _steps(self, iterator, num_steps):
+    def _steps(self, iterator, num_steps, target_terms):
         # A graph loop: Python and the per-call overhead are paid once per call rather than
         # once per update.
         for _ in tf.range(num_steps):
-            self.update(next(iterator))
+            self.update(next(iterator), target_terms)
 
     def traces(self):
         """How many times the compiled loop has been traced (its first call traces it)."""
         return self.loop.experimental_get_tracing_count()
 
-    def run(self, iterator, count):
-        """`count` updates from `iterator` (a distributed dataset's), in one call."""
-        self.loop(iterator, tf.constant(count, tf.int32))
+    def run(self, iterator, count, first_step=None):
+        """`count` updates from `iterator` (a distributed dataset's), in one call.
 
-    def replica_gradients(self, batch, step):
+        `first_step`, the global step of the first of them, lets a call that ends before
+        the objective's `idle_steps` run the loop traced without the target terms: a
+        second trace, taken once, whose updates are bit for bit those of the first.
+        """
+        target_terms = first_step is None or first_step + count > self.objective.idle_steps
+        self.loop(iterator, tf.constant(count, tf.int32), target_terms)
+
+    def replica_gradients(self, batch, step, target_terms=True):
         """(gradients, finite) of one replica's share of `batch`, with `finite` agreed by all
-        replicas; adds the share to the window sums."""
+        replicas; adds the share to the window sums. `target_terms`: objective.forward's."""
         objective = self.objective
         with tf.GradientTape() as tape:
-            terms, outputs = objective.forward(batch, step)
+            terms, outputs = objective.forward(batch, step, target_terms)
             total_loss = objective.total(terms)
             scaled_loss = precision.scale_loss(self.optimizer, total_loss)
         gradients, finite = precision.gradients_and_finite(
@@ -97,13 +103,14 @@ class TrainStep:
         precision.apply_gradients(self.optimizer, gradients, self.objective.trained_variables,
                                   self.count_skipped)
 
-    def update(self, batch):
+    def update(self, batch, target_terms=True):
         """One update (module docstring); skipped when not finite."""
         # A value read now, before the update counts itself: the weight average and the
         # schedules use the step of the update they belong to.
         step = self.global_step.read_value()
         self.objective.prepare(step)
-        gradients, finite = self.strategy.run(self.replica_gradients, args=(tuple(batch), step))
+        gradients, finite = self.strategy.run(self.replica_gradients,
+                                             args=(tuple(batch), step, target_terms))
         finite = self.strategy.experimental_local_results(finite)[0]
 
         def apply():
