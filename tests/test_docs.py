@@ -60,8 +60,9 @@ def code_blocks(text):
 
 
 def slug(heading):
-    """GitHub's anchor for a heading: lower case, punctuation dropped, spaces to hyphens."""
-    text = re.sub(r"[`*_]", "", heading).strip().lower()
+    """GitHub's anchor for a heading: lower case, punctuation dropped, spaces to hyphens.
+    Underscores inside a word (`improved_48k`) are kept; those that mark emphasis go."""
+    text = re.sub(r"[`*]|(?<!\w)_|_(?!\w)", "", heading).strip().lower()
     text = re.sub(r"[^\w\- ]", "", text)
     return text.replace(" ", "-")
 
@@ -310,7 +311,7 @@ def test_the_readme_rows_are_the_means_of_those_seeds():
         return f"{statistics.mean(values):.4f} ± {statistics.stdev(values):.4f}"
 
     results = section(readme, "Results")
-    for recipe in ("paper", "default", "improved", "refined"):
+    for recipe in ("paper", "default", "improved", "improved_48k", "refined"):
         line = next(line for line in results.splitlines() if f"ours, `{recipe}`" in line)
         assert f"**{mean_std(recipe, 'dann')}**" in line
         if recipe in ("paper", "default"):
@@ -327,7 +328,7 @@ def test_results_figure_is_drawn_from_the_table_and_from_your_runs(tmp_path, cap
     plot_results.main(["--out", str(out)])
     width, height = png_size(out)
     assert width > height
-    assert "37 seeds of 8 columns" in capsys.readouterr().out
+    assert "42 seeds of 9 columns" in capsys.readouterr().out
     recipe_folder = tmp_path / "root" / "logs" / "reproduce" / "default"
     recipe_folder.mkdir(parents=True)
     (recipe_folder / "results.json").write_text(json.dumps({"recipe": "default", "runs": {"dann": [

@@ -195,6 +195,19 @@ def test_recipes_set_their_fields_and_flags_override_them():
         parse(["--recipe", "best"])
 
 
+def test_improved_is_24000_updates_on_mnist_and_keeps_1500_on_a_small_own_pair():
+    improved = DANNConfig(**RECIPES["improved"])
+    assert improved.total_steps == 24000 and improved.steps_per_epoch == 4000
+    # The terms start, and the pseudo-labels stop, at the same steps as in 3 epochs of 8,000.
+    assert (improved.entropy_start * 24000, improved.pseudo_label_stop * 24000) == (9600, 14400)
+    small = DANNConfig(**RECIPES["improved"], source="folder/shapes")
+    small.fill_schedule(source_pool_size=240)
+    assert small.steps_per_epoch == 250 and small.total_steps == 1500
+    old = DANNConfig(**RECIPES["improved_48k"], source="folder/shapes")
+    old.fill_schedule(source_pool_size=240)
+    assert old.total_steps == 1500 and DANNConfig(**RECIPES["improved_48k"]).total_steps == 48000
+
+
 @pytest.mark.slow  # 10-20 s: kept out of the default suite for its 5-minute budget
 def test_scalars_are_written_at_the_training_and_validation_cadence(data_dir, tmp_path):
     config = DANNConfig(epochs=2, steps_per_epoch=20, batch_size=8, eval_batch_size=16,

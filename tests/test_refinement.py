@@ -40,14 +40,14 @@ def refined(data_dir, tmp_path_factory):
     return trainer, results, root / "logs" / "tiny"
 
 
-def test_refined_recipe_is_improved_then_refinement():
+def test_refined_recipe_is_improved_48k_then_refinement():
     refined = {name: value for name, value in RECIPES["refined"].items()
                if not name.startswith("refine_")}
-    assert refined == RECIPES["improved"]
+    assert refined == RECIPES["improved_48k"]
     config = DANNConfig(**RECIPES["refined"])
     assert config.adaptation_steps == 48000 and config.total_steps == 58000
-    # The adaptation phase's validation points are improved's.
-    assert config.eval_every_steps == DANNConfig(**RECIPES["improved"]).eval_every_steps
+    # The adaptation phase's validation points are improved_48k's.
+    assert config.eval_every_steps == DANNConfig(**RECIPES["improved_48k"]).eval_every_steps
 
 
 def test_refinement_phase_trains_the_target_terms_after_the_adaptation_phase(refined):
@@ -235,7 +235,7 @@ def test_init_from_compares_settings_but_not_fields_an_older_config_lacks(tmp_pa
 
     filled = dict(input_shape=(28, 28, 3), num_classes=10, network="mnist",
                   class_names=tuple(str(k) for k in range(10)), steps_per_epoch=8000)
-    older = DANNConfig(**{**RECIPES["improved"], **filled, "class_names": None,
+    older = DANNConfig(**{**RECIPES["improved_48k"], **filled, "class_names": None,
                           "run_name": "older"})
     older.save(tmp_path / "config" / "older")
     assert set(filled) == set(FROM_DATA)

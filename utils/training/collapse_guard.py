@@ -5,8 +5,8 @@ gradient, so once every unit of a layer of G_f or G_y is in that state, G_y's
 output no longer depends on the image, the label gradient to every layer
 below is exactly zero, and SGD cannot bring the run back (the "dying ReLU",
 Lu et al., "Dying ReLU and Initialization", 2019). It happened to
-`improved`, seed 3: fc2 of G_y went dead at about step 33,000 and the run still
-finished with a MNIST-M accuracy of 0.1135, reported as a result.
+`improved_48k` (then `improved`), seed 3: fc2 of G_y went dead at about step 33,000
+and the run still finished with a MNIST-M accuracy of 0.1135, reported as a result.
 
 The guard probes the network on a fixed set of labelled training images and
 calls the run collapsed when

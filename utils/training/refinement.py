@@ -11,7 +11,7 @@ where h_teacher is a frozen copy of the model, re-copied every
 that may not move far from where the last one ended. L_ent is the target
 conditional entropy (utils/training/target_entropy.py) and L_vat the target
 VAT loss (utils/training/virtual_adversarial.py): the same two terms as the
-adaptation phase of `improved`, now without the source to hold the decision
+adaptation phase of `improved_48k`, now without the source to hold the decision
 boundaries in place, which is why the KL term is needed.
 
 As in the authors' released code (RuiShu/dirt-t, codebase/models/dirtt.py and

@@ -24,7 +24,7 @@ Deviations from VADA:
 
 Cost: two more forward and two more backward passes of G_f and G_y over the
 target half (one of each to find r_adv, one of each for the loss), so an
-update costs about twice as much once the weight is on (`improved` on the
+update costs about twice as much once the weight is on (`improved_48k` on the
 reference CPU: 20.0 ms per update over a run with VAT on for its second
 half, against 13.4 ms without VAT); before `start` the term is skipped
 entirely. `every` = k > 1 pays that cost on every k-th update only, with k times the
