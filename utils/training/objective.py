@@ -87,7 +87,9 @@ def pseudo_label_term(config, context):
 #   off. A term is called as term(target_images, target_logits, step), where target_logits
 #   carry gradients only to the weights `target_terms_scope` lets the terms train, and
 #   returns its weighted loss on one replica's share of the batch (divided by the global
-#   target batch, so that the replicas' shares add up to the batch mean).
+#   target batch, so that the replicas' shares add up to the batch mean). A term whose
+#   weight follows a `weight_at` schedule (schedules.RampedWeight) is left out of the
+#   compiled step over the first updates, while every term's weight is still 0.
 TARGET_TERMS = {
     "entropy": entropy_term,
     "diversity": diversity_term,

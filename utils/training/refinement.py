@@ -123,8 +123,9 @@ class Refinement(tf.Module):
 
     def forward(self, batch, step, target_terms=True):
         """The weighted terms of Eq. 14 on one replica's share of the batch, and what the
-        window sums read (its terms are never idle: `target_terms` is ignored). `batch` is two independent halves of target images (the middle,
-        labels, is unused): KL to the teacher on the first, entropy and VAT on the second."""
+        window sums read. `batch` is two independent halves of target images (the middle,
+        labels, is unused): KL to the teacher on the first, entropy and VAT on the second.
+        Its terms are never idle, so `target_terms` is ignored."""
         pseudo_images, _, target_images = batch
         teacher_logits = tf.stop_gradient(self.teacher(pseudo_images, training=False)[0])
         student_logits = self.classify(pseudo_images)
