@@ -36,7 +36,7 @@ def test_first_active_step_is_the_first_step_whose_compiled_weight_is_not_zero(t
     assert float(at(tf.constant(first, tf.int64))) > 0.0
     if first > 0:
         assert float(at(tf.constant(first - 1, tf.int64))) == 0.0
-    assert first == int(np.floor(start * total)) + 1 or (start == 0.0 and first == 1)
+    assert first == int(np.floor(start * total)) + 1
 
 
 def test_idle_steps_is_the_earliest_start_of_the_terms(data_dir, tmp_path):

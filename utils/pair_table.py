@@ -6,15 +6,16 @@
 Per pair, with no flag beyond the pair's own (--source, --target, --target-test; any train
 flag given here is added to every run, and recorded; the table itself is made without any):
 source-only, DANN and `--recipe improved` over --seeds seeds (3), and train-on-target (the
-bound, where the target has labels) over the first seed. One run at a time, each its own process, as a user
-types it, into logs/, checkpoints/ and config/ of --output-root. Each finished run is
-recorded in <output-root>/logs/pair_table/pair_table.json as it ends, with its output beside
-it, so a stopped table continues where it stopped (a run cut short is trained again from its
-start); then the table is written to pair_table.md there: per pair, the target test accuracy of each row
-(mean +- std and worst seed), collapsed and diverged runs, and the cost of a DANN run (ms per
-update, wall time, disk). MNIST -> MNIST-M, the reference row, takes 10-30 minutes a run here:
-it is trained only when named in --pairs, and otherwise shown from its recorded 5-seed rows
-(docs/results/recipe_seeds.csv). No test label chooses anything here: the table reports.
+bound, where the target has labels) over the first seed. One run at a time, each its own
+process, as a user types it, into logs/, checkpoints/ and config/ of --output-root. Each
+finished run is recorded in <output-root>/logs/pair_table/pair_table.json as it ends, with
+its output beside it, so a stopped table continues where it stopped (a run cut short is
+trained again from its start); then the table is written to pair_table.md there: per pair,
+the target test accuracy of each row (mean +- std and worst seed), collapsed and diverged
+runs, and the cost of a DANN run (ms per update, wall time, disk). MNIST -> MNIST-M, the
+reference row, takes 10-30 minutes a run here: it is trained only when named in --pairs,
+and otherwise shown from its recorded 5-seed rows (docs/results/recipe_seeds.csv). No test
+label chooses anything here: the table reports.
 """
 import csv
 import json

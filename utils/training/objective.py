@@ -12,6 +12,7 @@ utils.diagnose, with no other edit.
 The objective of the refinement phase (DIRT-T, Eq. 14) is the other one with
 this interface: utils/training/refinement.py.
 """
+import functools
 from typing import Callable, NamedTuple, Optional
 
 import keras
@@ -117,7 +118,6 @@ class Objective:
                  for name, factory in TARGET_TERMS.items()} if self.adapt else {}
         self.target_terms = {name: term for name, term in terms.items() if term is not None}
         self.metrics = WindowMetrics("target" if labelled_domain == 1.0 else "source")
-        self._idle_steps = None
 
     @property
     def logged_terms(self):
@@ -125,7 +125,7 @@ class Objective:
         unweighted by the metrics, as loss/label_loss and loss/domain_loss)."""
         return tuple(self.target_terms)
 
-    @property
+    @functools.cached_property
     def idle_steps(self):
         """How many first updates leave every target term's weight exactly 0 (0 without terms).
 
@@ -134,14 +134,9 @@ class Objective:
         the update, while building them costs a second pass of G_y over the target half and
         its backward pass on every update.
         """
-        if not self.target_terms:
-            return 0
-        if self._idle_steps is None:
-            # A term without a scheduled weight (`weight_at`) is on from the first update.
-            self._idle_steps = min(term.weight_at.first_active_step()
-                                   if hasattr(term, "weight_at") else 0
-                                   for term in self.target_terms.values())
-        return self._idle_steps
+        # A term without a scheduled weight (`weight_at`) is on from the first update.
+        return min((term.weight_at.first_active_step() if hasattr(term, "weight_at") else 0
+                    for term in self.target_terms.values()), default=0)
 
     @property
     def trained_variables(self):
